@@ -1,0 +1,3 @@
+"""fedca: experiment runner for personalized federated recommendation."""
+
+__version__ = "0.1.0"

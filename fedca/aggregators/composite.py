@@ -1,0 +1,71 @@
+"""FedCA composite aggregation (Zhang et al., "Beyond Similarity", 2024; ALGORITHMS.md §8).
+
+Per round, for a uniform subset A of m = floor(n * agg_clients_ratio) participants:
+
+* S [m, m]: negated model similarity from PCA-1 scores of each whole item table (step 5);
+* C [m, m]: complementarity from the principal angles between the clients' top-k bases of
+  their trained item rows (step 6);
+* W = row-wise projection onto the simplex of ``w_comp * comp_sign * C - w_sim * S + p``, the
+  closed form of the official per-client QP (step 7; D1: the code's alpha is w_comp, beta w_sim);
+* each client in A receives its personal aggregate W_i @ (V, Theta) and keeps ``interpolation``
+  of its own block (step 8 and D8). Everyone else receives nothing this round (D7).
+"""
+
+import torch
+
+from fedca.aggregators.base import Aggregator, Downloads, data_weights, weight_stats
+from fedca.aggregators.simplex import project_rows_to_simplex
+from fedca.aggregators.subspace import (complementarity_matrix, pca1_scores, principal_bases,
+                                        similarity_matrix)
+
+
+class Composite(Aggregator):
+    """Personalised aggregation weighted by model similarity and data complementarity."""
+
+    name = "composite"
+
+    def __init__(self, *, k_principal: int = 4, agg_clients_ratio: float = 0.1, comp_sign: int = 1,
+                 comp_metric: str = "greedy_signed", pca_sign_rule: str = "scores", weighting: str = "samples"):
+        if not 0 < agg_clients_ratio <= 1:
+            raise ValueError("agg_clients_ratio must be in (0, 1]")
+        if comp_sign not in (1, -1):
+            raise ValueError("comp_sign must be +1 or -1")
+        self.k_principal = k_principal
+        self.agg_clients_ratio = agg_clients_ratio
+        self.comp_sign = comp_sign
+        self.comp_metric = comp_metric
+        self.pca_sign_rule = pca_sign_rule
+        self.weighting = weighting
+
+    def weight_matrix(self, tables: torch.Tensor, counts: torch.Tensor, sample_counts: torch.Tensor,
+                      w_sim: float, w_comp: float) -> tuple:
+        """W [m, m] float64 (rows on the simplex) with S and C, from tables [m, I, d], counts [m, I]
+        and sample_counts [m]. A zero weight switches its matrix off (the official gating)."""
+        m = tables.shape[0]
+        zeros = torch.zeros(m, m, dtype=torch.float64)
+        similarity = similarity_matrix(pca1_scores(tables, self.pca_sign_rule)).cpu() if w_sim else zeros
+        complementarity = zeros
+        if w_comp:
+            bases = principal_bases(tables, counts.to(tables.device), self.k_principal, self.pca_sign_rule)
+            complementarity = complementarity_matrix(bases, self.comp_metric).cpu()
+        p = data_weights(sample_counts, self.weighting)  # [m]
+        target = w_comp * self.comp_sign * complementarity - w_sim * similarity + p.unsqueeze(0)  # [m, m]
+        return project_rows_to_simplex(target), similarity, complementarity
+
+    def aggregate(self, uploads, state, ctx):
+        n = uploads.clients.numel()
+        m = int(n * self.agg_clients_ratio)
+        if m == 0:
+            return Downloads(kind="none"), state
+        picked = torch.randperm(n, generator=ctx.generator)[:m]  # [m] positions among participants
+        tables = uploads.item_tables(picked)  # [m, I, d]
+        weights, similarity, complementarity = self.weight_matrix(
+            tables, uploads.item_counts(picked), uploads.sample_counts[picked],
+            ctx.weights["w_sim"], ctx.weights["w_comp"])
+        mixing = weights.to(tables)  # [m, m]
+        items = (mixing @ tables.reshape(m, -1)).reshape(tables.shape)  # [m, I, d]
+        mlp = mixing @ uploads.mlp(picked)  # [m, P]
+        stats = weight_stats(weights)
+        stats.update(s_mean=float(similarity.mean()), c_mean=float(complementarity.mean()), aggregated=m)
+        return Downloads(kind="personal", items=items, mlp=mlp, clients=uploads.clients[picked],
+                         keep_local=ctx.weights["interpolation"], stats=stats), state

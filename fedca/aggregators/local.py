@@ -1,0 +1,12 @@
+"""No aggregation: every client keeps training its own model (no collaboration)."""
+
+from fedca.aggregators.base import Aggregator, Downloads
+
+
+class LocalOnly(Aggregator):
+    """The server does nothing; a lower bound for every federated method."""
+
+    name = "local"
+
+    def aggregate(self, uploads, state, ctx):
+        return Downloads(kind="none"), state

@@ -1,0 +1,145 @@
+"""Typed run configuration: dataclasses registered in Hydra's ConfigStore.
+
+Every conf/ group file extends one of these schemas, so a misspelt key or a value of the
+wrong type fails while Hydra composes the config, with the key named. Range checks live in
+``fedca.config.validate``.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DatasetConfig:
+    """Where a ratings file is and how to read it (one YAML per dataset in conf/dataset/)."""
+
+    name: str = MISSING
+    format: str = "delimited"
+    subdir: str = ""
+    file: str = MISSING
+    root: Optional[str] = None
+    download: bool = False
+    url: Optional[str] = None
+    archive_member: Optional[str] = None
+    sha256: Optional[str] = None
+    archive_md5: Optional[str] = None
+    sep: str = "\t"
+    header: bool = False
+    user_col: str = "0"
+    item_col: str = "1"
+    rating_col: Optional[str] = "2"
+    timestamp_col: Optional[str] = "3"
+    time_rule: str = "column"
+    notes: str = ""
+
+
+@dataclass
+class ModelConfig:
+    """Backbone: the score function and its local optimiser settings (§0.2–0.3)."""
+
+    name: str = MISSING
+    latent_dim: int = 16
+    mlp_layers: List[int] = field(default_factory=list)
+    lr_embedding: float = 1e-2
+    lr_structure: float = 1e-2
+    weight_decay: float = 1e-3
+    init: str = "official"
+    user_init: str = "shared"
+
+
+@dataclass
+class AggConfig:
+    """Server aggregation rule; one YAML per method in conf/agg/."""
+
+    name: str = MISSING
+    weighting: str = "samples"
+
+
+@dataclass
+class CompositeAggConfig(AggConfig):
+    """FedCA composite aggregation (ALGORITHMS.md §8); defaults = the official code's.
+
+    ``w_sim``/``w_comp`` weigh model similarity and data complementarity. The official code
+    calls them ``beta`` and ``alpha`` respectively (its README says the opposite, D1); set
+    ``alpha``/``beta`` to use the code's meaning: alpha -> w_comp, beta -> w_sim.
+    """
+
+    w_sim: float = 0.3
+    w_comp: float = 0.3
+    alpha: Optional[float] = None
+    beta: Optional[float] = None
+    comp_sign: int = 1
+    comp_metric: str = "greedy_signed"
+    pca_sign_rule: str = "scores"
+    k_principal: int = 4
+    agg_clients_ratio: float = 0.1
+    interpolation: float = 0.9
+
+
+@dataclass
+class ScheduleConfig:
+    """Per-round values of the composite weights and interpolation."""
+
+    name: str = "constant"
+
+
+@dataclass
+class ProtocolConfig:
+    """Everything that changes the meaning of a number (written into every result row)."""
+
+    name: str = MISSING
+    min_interactions: int = 10
+    binarize_threshold: float = 0.0
+    duplicates: str = "keep_all"
+    num_eval_negatives: int = 99
+    shared_val_test_negatives: bool = True
+    train_negatives_exclude_eval: bool = False
+    num_train_negatives: int = 4
+    ties: str = "pessimistic"
+    select_by: str = "test"
+    early_stop: str = "official"
+    early_stop_threshold: float = 1e-4
+
+
+@dataclass
+class EvalConfig:
+    """What is measured each evaluation round."""
+
+    mode: str = "sampled"
+    ks: List[int] = field(default_factory=lambda: [10])
+    select_k: int = 10
+
+
+@dataclass
+class RunConfig:
+    """The whole run. Top-level names are the ones users type on the command line."""
+
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    agg: Any = MISSING
+    schedule: ScheduleConfig = MISSING
+    protocol: ProtocolConfig = MISSING
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    rounds: int = 100
+    local_epochs: int = 10
+    batch_size: int = 256
+    seed: int = 0
+    eval_every: int = 1
+    clients_sample_ratio: float = 1.0
+    progress: bool = True
+    device: str = "auto"
+
+
+def register_configs() -> None:
+    """Register the schemas that conf/ files extend (``defaults: [<name>_schema]``)."""
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    store.store(group="model", name="model_schema", node=ModelConfig)
+    store.store(group="agg", name="agg_schema", node=AggConfig)
+    store.store(group="agg", name="composite_schema", node=CompositeAggConfig)
+    store.store(group="schedule", name="schedule_schema", node=ScheduleConfig)
+    store.store(group="protocol", name="protocol_schema", node=ProtocolConfig)

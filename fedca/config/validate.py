@@ -1,0 +1,133 @@
+"""Range and choice checks on a composed RunConfig; each failure names the key.
+
+Runs before any work starts (no data is read, no output is written). Also resolves the
+official code's ``alpha``/``beta`` names into ``w_comp``/``w_sim``.
+"""
+
+from typing import Iterable
+
+from fedca.config.schema import CompositeAggConfig, RunConfig
+from fedca.errors import FedcaError
+
+AGGREGATORS = ("local", "fedavg", "fcf", "composite")
+MODELS = ("fcf", "ncf")
+SCHEDULES = ("constant",)
+TIME_RULES = ("column", "item_first_appearance", "file_order")
+DUPLICATE_POLICIES = ("keep_all", "keep_first", "keep_last")
+
+
+def _require(ok: bool, key: str, value, rule: str) -> None:
+    if not ok:
+        raise FedcaError(f"{key}={value!r} is out of range: {rule}")
+
+
+def _choice(key: str, value, allowed: Iterable) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise FedcaError(f"{key}={value!r} is not a known choice; use one of: {', '.join(map(str, allowed))}")
+
+
+def _ratio(key: str, value: float) -> None:
+    _require(0.0 < value <= 1.0, key, value, "must be in (0, 1]")
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    _require(value >= low, key, value, f"must be >= {low}")
+
+
+def _validate_top(cfg: RunConfig) -> None:
+    _at_least("rounds", cfg.rounds, 1)
+    _at_least("local_epochs", cfg.local_epochs, 1)
+    _at_least("batch_size", cfg.batch_size, 1)
+    _at_least("eval_every", cfg.eval_every, 1)
+    _require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    _ratio("clients_sample_ratio", cfg.clients_sample_ratio)
+    _choice("device", cfg.device, ("auto", "cpu", "cuda"))
+
+
+def _validate_dataset(cfg: RunConfig) -> None:
+    data = cfg.dataset
+    _choice("dataset.format", data.format, ("delimited",))
+    _choice("dataset.time_rule", data.time_rule, TIME_RULES)
+    _require(data.sep != "", "dataset.sep", data.sep, "must not be empty")
+    if data.time_rule == "column" and data.timestamp_col is None:
+        raise FedcaError("dataset.time_rule='column' needs dataset.timestamp_col; "
+                         "set it or use time_rule=file_order")
+
+
+def _validate_model(cfg: RunConfig) -> None:
+    model = cfg.model
+    _choice("model.name", model.name, MODELS)
+    _at_least("model.latent_dim", model.latent_dim, 1)
+    for key in ("lr_embedding", "lr_structure"):
+        _require(getattr(model, key) > 0, f"model.{key}", getattr(model, key), "must be > 0")
+    _require(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, "must be >= 0")
+    _choice("model.init", model.init, ("official", "small"))
+    _choice("model.user_init", model.user_init, ("shared", "random"))
+    if model.name == "ncf":
+        layers = list(model.mlp_layers)
+        _require(len(layers) >= 2, "model.mlp_layers", layers, "needs at least an input and an output width")
+        _require(layers[0] == 2 * model.latent_dim, "model.mlp_layers", layers,
+                 f"the first width must be 2 * latent_dim = {2 * model.latent_dim}")
+        _require(layers[-1] == 1, "model.mlp_layers", layers, "the last width must be 1")
+        _require(all(width >= 1 for width in layers), "model.mlp_layers", layers, "widths must be >= 1")
+
+
+def _resolve_composite_names(agg: CompositeAggConfig) -> None:
+    for code_name, our_name in (("alpha", "w_comp"), ("beta", "w_sim")):
+        code_value = getattr(agg, code_name)
+        if code_value is not None:
+            setattr(agg, our_name, float(code_value))
+            setattr(agg, code_name, None)
+
+
+def _validate_agg(cfg: RunConfig) -> None:
+    agg = cfg.agg
+    _choice("agg.name", agg.name, AGGREGATORS)
+    _choice("agg.weighting", agg.weighting, ("samples", "uniform"))
+    if isinstance(agg, CompositeAggConfig):
+        _resolve_composite_names(agg)
+        for key in ("w_sim", "w_comp"):
+            _require(getattr(agg, key) >= 0, f"agg.{key}", getattr(agg, key), "must be >= 0")
+        _choice("agg.comp_sign", agg.comp_sign, (1, -1))
+        _choice("agg.comp_metric", agg.comp_metric, ("greedy_signed", "svd"))
+        _choice("agg.pca_sign_rule", agg.pca_sign_rule, ("scores", "components"))
+        _require(1 <= agg.k_principal <= cfg.model.latent_dim, "agg.k_principal", agg.k_principal,
+                 f"must be in [1, model.latent_dim={cfg.model.latent_dim}]")
+        _ratio("agg.agg_clients_ratio", agg.agg_clients_ratio)
+        _require(0.0 <= agg.interpolation <= 1.0, "agg.interpolation", agg.interpolation, "must be in [0, 1]")
+
+
+def _validate_protocol(cfg: RunConfig) -> None:
+    proto = cfg.protocol
+    _at_least("protocol.min_interactions", proto.min_interactions, 0)
+    _choice("protocol.duplicates", proto.duplicates, DUPLICATE_POLICIES)
+    _at_least("protocol.num_eval_negatives", proto.num_eval_negatives, 1)
+    _at_least("protocol.num_train_negatives", proto.num_train_negatives, 0)
+    _choice("protocol.ties", proto.ties, ("pessimistic", "optimistic", "average"))
+    _choice("protocol.select_by", proto.select_by, ("val", "test"))
+    _choice("protocol.early_stop", proto.early_stop, ("official", "off"))
+    _require(proto.early_stop_threshold >= 0, "protocol.early_stop_threshold", proto.early_stop_threshold,
+             "must be >= 0")
+
+
+def _validate_eval(cfg: RunConfig) -> None:
+    ev = cfg.eval
+    _choice("eval.mode", ev.mode, ("sampled", "full"))
+    _require(len(ev.ks) >= 1, "eval.ks", list(ev.ks), "needs at least one K")
+    for k in ev.ks:
+        _require(k >= 1, "eval.ks", list(ev.ks), "every K must be >= 1")
+    _require(ev.select_k in ev.ks, "eval.select_k", ev.select_k, f"must be one of eval.ks={list(ev.ks)}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check every field's range; return the same object with alpha/beta resolved."""
+    _validate_top(cfg)
+    _validate_dataset(cfg)
+    _validate_model(cfg)
+    _validate_agg(cfg)
+    _choice("schedule.name", cfg.schedule.name, SCHEDULES)
+    _validate_protocol(cfg)
+    _validate_eval(cfg)
+    return cfg
+

@@ -1,0 +1,73 @@
+"""A round's training instances for all participants, grouped by client, and their per-epoch order.
+
+Each positive is followed by its K fresh negatives (label 1 then K zeros), as the official
+code lays them out; DataLoader-style shuffling then permutes each client's instances anew every
+epoch and cuts them into mini-batches of ``batch_size``.
+
+Clients are put in *training order*: descending number of mini-batches, ties by population
+index. Then the clients still busy at step s of an epoch are always a prefix of that order,
+which keeps every per-step tensor a contiguous slice.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from fedca.data.fed_data import FedData
+from fedca.data.negatives import sample_train_negatives
+
+
+@dataclass
+class RoundBatches:
+    """clients [n] population indices in training order; offsets [n + 1] delimit each client's
+    instances in items [T] (item ids) and labels [T] (1.0 positive, 0.0 negative);
+    num_batches [n] mini-batches per epoch; batch_size instances per mini-batch."""
+
+    clients: torch.Tensor
+    offsets: torch.Tensor
+    items: torch.Tensor
+    labels: torch.Tensor
+    num_batches: torch.Tensor
+    batch_size: int
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        """[n] training instances per client (n_i of ALGORITHMS.md §0.1)."""
+        return self.offsets[1:] - self.offsets[:-1]
+
+    @property
+    def owner(self) -> torch.Tensor:
+        """[T] position (in training order) of each instance's client."""
+        return torch.repeat_interleave(torch.arange(self.clients.numel()), self.sizes)
+
+
+def build_round(data: FedData, participants: torch.Tensor, num_negatives: int, batch_size: int,
+                generator: torch.Generator) -> RoundBatches:
+    """Draw this round's negatives for ``participants`` [n] and lay out their instances."""
+    positives_per_client = data.train_offsets[participants + 1] - data.train_offsets[participants]  # [n]
+    sizes = positives_per_client * (1 + num_negatives)
+    num_batches = (sizes + batch_size - 1) // batch_size
+    key = -num_batches * (data.num_users + 1) + participants
+    order = torch.argsort(key)
+    clients = participants[order]
+    counts = positives_per_client[order]
+    starts = data.train_offsets[clients]
+    owner = torch.repeat_interleave(torch.arange(clients.numel()), counts)  # [P]
+    within = torch.arange(owner.numel()) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    positives = data.train_items[starts[owner] + within]  # [P]
+    negatives = sample_train_negatives(clients[owner], data.train_excluded_keys, data.num_items,
+                                       num_negatives, generator)  # [P, K]
+    items = torch.cat([positives.unsqueeze(1), negatives], dim=1).reshape(-1)  # [P * (1 + K)]
+    labels = torch.zeros(positives.numel(), 1 + num_negatives)
+    labels[:, 0] = 1.0
+    offsets = torch.zeros(clients.numel() + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(counts * (1 + num_negatives), 0)
+    return RoundBatches(clients=clients, offsets=offsets, items=items, labels=labels.reshape(-1),
+                        num_batches=num_batches[order], batch_size=batch_size)
+
+
+def epoch_order(batches: RoundBatches, generator: torch.Generator) -> torch.Tensor:
+    """[T] instance indices: each client's block permuted uniformly at random, blocks kept in place."""
+    noise = torch.randint(1 << 31, (batches.items.numel(),), generator=generator)
+    keys = (batches.owner << 32) | noise
+    return torch.argsort(keys)

@@ -1,0 +1,119 @@
+"""``run(cfg, out_dir)``: one experiment from a validated config to a complete run folder.
+
+Never reads Hydra state or globals; the CLI and the tests both call it.
+"""
+
+import subprocess
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+import fedca
+from fedca.aggregators.registry import build_aggregator
+from fedca.config.schema import CompositeAggConfig, RunConfig
+from fedca.config.validate import validate
+from fedca.data.fed_data import load_fed_data
+from fedca.errors import FedcaError
+from fedca.federation.local_train import LocalSettings
+from fedca.federation.population import Population
+from fedca.federation.simulate import SimulationSettings, simulate
+from fedca.models.backbones import build_backbone
+from fedca.results.run_folder import RunFolder, select_rounds
+from fedca.schedules.constant import ConstantSchedule
+from fedca.seeding import generator
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an input error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FedcaError("device=cuda but no CUDA device is available; use device=auto or device=cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def git_commit() -> str | None:
+    """The commit of the source checkout fedca runs from, if it is one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(fedca.__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def protocol_record(cfg: RunConfig, data_meta: dict, reveals) -> dict:
+    """Everything that changes the meaning of a number, for summary.json."""
+    return {**asdict(cfg.protocol), "dataset": cfg.dataset.name, "file_sha256": data_meta.get("file_sha256"),
+            "official_checksum_match": data_meta.get("official_checksum_match"), "eval_mode": cfg.eval.mode,
+            "ks": list(cfg.eval.ks), "model_init": cfg.model.init, "user_init": cfg.model.user_init,
+            "server_sees": list(reveals), "merge": "on receipt (the same state is evaluated and trained on)"}
+
+
+def schedule_for(cfg: RunConfig) -> ConstantSchedule:
+    """Per-round composite weights; empty for aggregators that take none."""
+    if isinstance(cfg.agg, CompositeAggConfig):
+        return ConstantSchedule({"w_sim": cfg.agg.w_sim, "w_comp": cfg.agg.w_comp,
+                                 "interpolation": cfg.agg.interpolation})
+    return ConstantSchedule({})
+
+
+def run(cfg: RunConfig, out_dir: Path) -> dict:
+    """Run the experiment ``cfg`` and write its folder ``out_dir``; return the summary."""
+    cfg = validate(cfg)
+    device = resolve_device(cfg.device)
+    started = time.time()
+    data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed, progress=cfg.progress)
+    backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers))
+    aggregator = build_aggregator(cfg.agg)
+    columns = {"name": cfg.protocol.name, "ties": cfg.protocol.ties, "select_by": cfg.protocol.select_by,
+               "shared_val_test_negatives": cfg.protocol.shared_val_test_negatives,
+               "train_negatives_exclude_eval": cfg.protocol.train_negatives_exclude_eval,
+               "num_eval_negatives": cfg.protocol.num_eval_negatives, "eval_mode": cfg.eval.mode}
+    folder = RunFolder(out_dir, run_id=uuid.uuid4().hex[:12], protocol_columns=columns)
+    folder.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    folder.write_status("running")
+    population = Population.initial(data.num_users, data.num_items, cfg.model.latent_dim, backbone,
+                                    init=cfg.model.init, user_init=cfg.model.user_init,
+                                    generator=generator(cfg.seed, "init"), device=device)
+    local = LocalSettings(epochs=cfg.local_epochs, lr_embedding=cfg.model.lr_embedding,
+                          lr_structure=cfg.model.lr_structure, weight_decay=cfg.model.weight_decay,
+                          early_stop=cfg.protocol.early_stop == "official",
+                          threshold=cfg.protocol.early_stop_threshold)
+    settings = SimulationSettings(rounds=cfg.rounds, clients_sample_ratio=cfg.clients_sample_ratio,
+                                  num_train_negatives=cfg.protocol.num_train_negatives, batch_size=cfg.batch_size,
+                                  local=local, eval_every=cfg.eval_every, ks=list(cfg.eval.ks),
+                                  ties=cfg.protocol.ties, eval_mode=cfg.eval.mode)
+    k = cfg.eval.select_k
+    bar = tqdm(total=cfg.rounds, desc=f"{cfg.dataset.name}/{cfg.agg.name}", disable=not cfg.progress,
+               dynamic_ncols=True)
+
+    def on_round(record: dict) -> None:
+        folder.add_round(record)
+        bar.update(1)
+        if "val" in record:
+            bar.set_postfix({f"val_hr@{k}": f"{record['val'][f'hr@{k}']:.4f}",
+                             f"val_ndcg@{k}": f"{record['val'][f'ndcg@{k}']:.4f}"})
+
+    try:
+        simulate(data, population, backbone, aggregator, schedule_for(cfg), settings, cfg.seed, on_round)
+    except KeyboardInterrupt:
+        folder.write_status("interrupted")
+        raise
+    finally:
+        bar.close()
+    summary = {"run_id": folder.run_id, "dataset": cfg.dataset.name, "model": cfg.model.name,
+               "agg": cfg.agg.name, "seed": cfg.seed, "rounds": cfg.rounds, "select_metric": f"hr@{k}",
+               **select_rounds(folder.rows, cfg.protocol.select_by, f"hr@{k}"),
+               "wall_seconds": time.time() - started, "device": str(device),
+               "num_users": data.num_users, "num_items": data.num_items,
+               "protocol": protocol_record(cfg, data.meta, aggregator.reveals),
+               "fedca_version": fedca.__version__, "git_commit": git_commit()}
+    folder.write_summary(summary)
+    folder.write_status("complete")
+    return summary
