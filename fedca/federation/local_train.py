@@ -123,7 +123,8 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
             item_vectors = table[rows].requires_grad_(True)  # [a, B, d]
             mlp_rows = mlp[active_dev].requires_grad_(mlp.shape[1] > 0)  # [a, P]
             logits = backbone.score(user_rows, item_vectors, mlp_rows)  # [a, B]
-            per_instance = F.binary_cross_entropy(torch.sigmoid(logits), target, reduction="none") * valid
+            per_instance = F.binary_cross_entropy(torch.sigmoid(logits), target.to(logits.dtype),
+                                                  reduction="none") * valid
             counts = valid.sum(1)  # [a]
             per_client = per_instance.sum(1) / counts  # [a]
             per_client.sum().backward()

@@ -1,0 +1,29 @@
+"""Shared fixtures: real data through FEDCA_DATA_DIR and a private cache per test session."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder with the real dataset files (CI sets FEDCA_DATA_DIR)."""
+    value = os.environ.get("FEDCA_DATA_DIR")
+    if not value or not Path(value, "ml-100k", "u.data").is_file():
+        pytest.fail("FEDCA_DATA_DIR must point at the shared data folder (ml-100k/u.data, filmtrust/ratings.txt)")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fedca-cache")
+
+
+@pytest.fixture(scope="module")
+def real_data_env(data_dir, session_cache):
+    """Real data with the processed-data cache in a temp folder, for module-scoped fixtures."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FEDCA_CACHE_DIR", str(session_cache))
+    yield data_dir
+    patch.undo()
