@@ -27,3 +27,11 @@ def real_data_env(data_dir, session_cache):
     patch.setenv("FEDCA_CACHE_DIR", str(session_cache))
     yield data_dir
     patch.undo()
+
+
+@pytest.fixture
+def fedca_cache(tmp_path, monkeypatch) -> Path:
+    """A private FEDCA_CACHE_DIR for one test, so the user's cache is never touched."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("FEDCA_CACHE_DIR", str(path))
+    return path

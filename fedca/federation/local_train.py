@@ -16,7 +16,6 @@ of all epochs so far) changes by less than ``threshold`` relative to the previou
 
 from dataclasses import dataclass
 import torch
-import torch.nn.functional as F
 
 from fedca.federation.adam import RowAdam
 from fedca.federation.batches import RoundBatches, epoch_order
@@ -116,26 +115,26 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
             position = step * batches.batch_size + within_batch  # [B]
             valid = position.unsqueeze(0) < sizes[active].to(device).unsqueeze(1)  # [a, B]
             first = offsets[active_dev].unsqueeze(1)  # [a, 1]
-            picked = order[torch.where(valid, first + position, first)]  # [a, B], padding -> own first instance
-            rows, target = instance_rows[picked], labels[picked]  # [a, B]
-
-            user_rows = user[active_dev].requires_grad_(True)  # [a, d]
-            item_vectors = table[rows].requires_grad_(True)  # [a, B, d]
-            mlp_rows = mlp[active_dev].requires_grad_(mlp.shape[1] > 0)  # [a, P]
-            logits = backbone.score(user_rows, item_vectors, mlp_rows)  # [a, B]
-            per_instance = F.binary_cross_entropy(torch.sigmoid(logits), target.to(logits.dtype),
-                                                  reduction="none") * valid
-            counts = valid.sum(1)  # [a]
-            per_client = per_instance.sum(1) / counts  # [a]
-            per_client.sum().backward()
+            picked = order.index_select(0, torch.where(valid, first + position, first).reshape(-1))
+            rows = instance_rows.index_select(0, picked).view(valid.shape)  # [a, B], padding -> own first instance
+            target = labels.index_select(0, picked).view(valid.shape)  # [a, B]
 
             flat_rows = rows.reshape(-1)
-            table_grad.index_add_(0, flat_rows, item_vectors.grad.reshape(-1, dim))
-            user_grad[active_dev] = user_rows.grad
+            user_rows = user.index_select(0, active_dev)  # [a, d]
+            item_vectors = table.index_select(0, flat_rows).view(*rows.shape, dim)  # [a, B, d]
+            mlp_rows = mlp.index_select(0, active_dev)  # [a, P]
+            counts = valid.sum(1)  # [a]
+            weight = valid / counts.unsqueeze(1)  # [a, B]: each client's mean over its batch
+            per_instance, grad_user, grad_items, grad_mlp = backbone.loss_and_grads(
+                user_rows, item_vectors, mlp_rows, target.to(table.dtype), weight)
+            per_client = (per_instance * valid).sum(1) / counts  # [a]
+
+            table_grad.index_add_(0, flat_rows, grad_items.reshape(-1, dim))
+            user_grad[active_dev] = grad_user
             item_adam.step(table_grad, row_runs, step_tensors)
             user_adam.step(user_grad, client_runs, step_tensors)
             if mlp.shape[1]:
-                mlp_grad[active_dev] = mlp_rows.grad
+                mlp_grad[active_dev] = grad_mlp
                 mlp_adam.step(mlp_grad, client_runs, step_tensors)
             table_grad.index_fill_(0, flat_rows, 0.0)
             batch_losses = per_client.detach().double().cpu()

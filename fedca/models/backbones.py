@@ -9,6 +9,7 @@ import math
 from typing import List, Optional
 
 import torch
+import torch.nn.functional as F
 
 
 class Backbone:
@@ -26,6 +27,21 @@ class Backbone:
     def score(self, user: torch.Tensor, items: torch.Tensor, mlp: Optional[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def loss_and_grads(self, user: torch.Tensor, items: torch.Tensor, mlp: torch.Tensor, target: torch.Tensor,
+                       weight: torch.Tensor) -> tuple:
+        """BCE on sigmoid scores and the gradients of sum(weight * BCE).
+
+        user [a, d], items [a, B, d], mlp [a, P], target and weight [a, B]. Returns the
+        per-instance loss [a, B] and the gradients w.r.t. user, items and mlp (None when P = 0).
+        """
+        leaves = [user.detach().requires_grad_(True), items.detach().requires_grad_(True)]
+        has_mlp = mlp.shape[1] > 0
+        leaves.append(mlp.detach().requires_grad_(has_mlp))
+        with torch.enable_grad():
+            loss = F.binary_cross_entropy(torch.sigmoid(self.score(*leaves)), target, reduction="none")
+            (loss * weight).sum().backward()
+        return loss.detach(), leaves[0].grad, leaves[1].grad, leaves[2].grad if has_mlp else None
+
 
 class FCF(Backbone):
     """Matrix factorisation: logit = u . V[j], no biases."""
@@ -33,7 +49,18 @@ class FCF(Backbone):
     name = "fcf"
 
     def score(self, user, items, mlp=None):
-        return (user.unsqueeze(1) * items).sum(-1)  # [a, B]
+        return torch.einsum("abd,ad->ab", items, user)  # [a, B]
+
+    def loss_and_grads(self, user, items, mlp, target, weight):
+        """Closed form of the autograd result: d BCE(sigmoid(x)) / dx as PyTorch's BCE and sigmoid
+        backward compute it, (p - y) / max(p (1 - p), 1e-12) * p (1 - p), times the weight."""
+        prob = torch.sigmoid(self.score(user, items))  # [a, B]
+        loss = F.binary_cross_entropy(prob, target, reduction="none")
+        slope = (1 - prob) * prob
+        grad_logit = weight * (prob - target) / slope.clamp(min=1e-12) * slope  # [a, B]
+        grad_items = grad_logit.unsqueeze(2) * user.unsqueeze(1)  # [a, B, d]
+        grad_user = torch.einsum("ab,abd->ad", grad_logit, items)  # [a, d]
+        return loss, grad_user, grad_items, None
 
 
 class NCF(Backbone):
