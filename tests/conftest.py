@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("FEDCA_DATA_DIR"):
+    os.environ["FEDCA_DATA_DIR"] = str(Path(os.environ["FEDCA_DATA_DIR"]).resolve())
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
