@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 import fedca
 from fedca.aggregators.registry import build_aggregator
-from fedca.config.schema import CompositeAggConfig, RunConfig
+from fedca.config.schema import RunConfig
 from fedca.config.validate import validate
 from fedca.data.fed_data import load_fed_data
 from fedca.errors import FedcaError
@@ -24,7 +24,7 @@ from fedca.federation.population import Population
 from fedca.federation.simulate import SimulationSettings, simulate
 from fedca.models.backbones import build_backbone
 from fedca.results.run_folder import RunFolder, select_rounds
-from fedca.schedules.constant import ConstantSchedule
+from fedca.schedules.registry import build_schedule
 from fedca.seeding import generator
 
 
@@ -53,14 +53,6 @@ def protocol_record(cfg: RunConfig, data_meta: dict, reveals) -> dict:
             "official_checksum_match": data_meta.get("official_checksum_match"), "eval_mode": cfg.eval.mode,
             "ks": list(cfg.eval.ks), "model_init": cfg.model.init, "user_init": cfg.model.user_init,
             "server_sees": list(reveals), "merge": "on receipt (the same state is evaluated and trained on)"}
-
-
-def schedule_for(cfg: RunConfig) -> ConstantSchedule:
-    """Per-round composite weights; empty for aggregators that take none."""
-    if isinstance(cfg.agg, CompositeAggConfig):
-        return ConstantSchedule({"w_sim": cfg.agg.w_sim, "w_comp": cfg.agg.w_comp,
-                                 "interpolation": cfg.agg.interpolation})
-    return ConstantSchedule({})
 
 
 def run(cfg: RunConfig, out_dir: Path) -> dict:
@@ -101,7 +93,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
                              f"val_ndcg@{k}": f"{record['val'][f'ndcg@{k}']:.4f}"})
 
     try:
-        simulate(data, population, backbone, aggregator, schedule_for(cfg), settings, cfg.seed, on_round)
+        simulate(data, population, backbone, aggregator, build_schedule(cfg), settings, cfg.seed, on_round)
     except KeyboardInterrupt:
         folder.write_status("interrupted")
         raise

@@ -12,7 +12,7 @@ from fedca.federation.local_train import LocalSettings
 from fedca.federation.population import Population
 from fedca.federation.simulate import SimulationSettings, simulate
 from fedca.models.backbones import build_backbone
-from fedca.run import schedule_for
+from fedca.schedules.registry import build_schedule
 from fedca.seeding import generator
 
 from oracle import run_oracle
@@ -50,7 +50,7 @@ def _engine_and_oracle(data, cfg, dtype=torch.float64):
                                   local=local, eval_every=cfg.rounds, ks=[10], ties="pessimistic",
                                   eval_mode="sampled")
     engine = copy.deepcopy(start)
-    simulate(data, engine, backbone, build_aggregator(cfg.agg), schedule_for(cfg), settings, cfg.seed,
+    simulate(data, engine, backbone, build_aggregator(cfg.agg), build_schedule(cfg), settings, cfg.seed,
              lambda record: None)
     oracle = copy.deepcopy(start)
     run_oracle(oracle, data, settings, list(cfg.model.mlp_layers), cfg.agg.name, cfg.agg, cfg.seed, cfg.rounds)

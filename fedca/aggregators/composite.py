@@ -59,13 +59,14 @@ class Composite(Aggregator):
             return Downloads(kind="none"), state
         picked = torch.randperm(n, generator=ctx.generator)[:m]  # [m] positions among participants
         tables = uploads.item_tables(picked)  # [m, I, d]
+        counts = uploads.item_counts(picked)  # [m, I]
         weights, similarity, complementarity = self.weight_matrix(
-            tables, uploads.item_counts(picked), uploads.sample_counts[picked],
-            ctx.weights["w_sim"], ctx.weights["w_comp"])
+            tables, counts, uploads.sample_counts[picked], ctx.weights["w_sim"], ctx.weights["w_comp"])
         mixing = weights.to(tables)  # [m, m]
         items = (mixing @ tables.reshape(m, -1)).reshape(tables.shape)  # [m, I, d]
         mlp = mixing @ uploads.mlp(picked)  # [m, P]
         stats = weight_stats(weights)
-        stats.update(s_mean=float(similarity.mean()), c_mean=float(complementarity.mean()), aggregated=m)
+        stats.update(s_mean=float(similarity.mean()), c_mean=float(complementarity.mean()), aggregated=m,
+                     untrained_share=float((counts == 0).double().mean()))
         return Downloads(kind="personal", items=items, mlp=mlp, clients=uploads.clients[picked],
                          keep_local=ctx.weights["interpolation"], stats=stats), state

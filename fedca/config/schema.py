@@ -81,9 +81,36 @@ class CompositeAggConfig(AggConfig):
 
 @dataclass
 class ScheduleConfig:
-    """Per-round values of the composite weights and interpolation."""
+    """Per-round values of the composite weights and interpolation (conf/schedule/)."""
 
     name: str = "constant"
+
+
+@dataclass
+class RampScheduleConfig(ScheduleConfig):
+    """linear / cosine: from the agg config's values to these at the last round (None: unchanged)."""
+
+    end_w_sim: Optional[float] = None
+    end_w_comp: Optional[float] = None
+    end_interpolation: Optional[float] = None
+
+
+@dataclass
+class StepScheduleConfig(ScheduleConfig):
+    """step: multiply ``keys`` by ``gamma`` at every milestone (1-based round) passed."""
+
+    milestones: List[int] = field(default_factory=lambda: [50])
+    gamma: float = 0.5
+    keys: List[str] = field(default_factory=lambda: ["w_sim", "w_comp"])
+
+
+@dataclass
+class AdaptiveScheduleConfig(ScheduleConfig):
+    """adaptive: weights follow the untrained-row share the server observes (fedca/schedules/adaptive.py)."""
+
+    rate: float = 0.5
+    min_weight: float = 0.0
+    max_weight: float = 1.0
 
 
 @dataclass
@@ -142,4 +169,7 @@ def register_configs() -> None:
     store.store(group="agg", name="agg_schema", node=AggConfig)
     store.store(group="agg", name="composite_schema", node=CompositeAggConfig)
     store.store(group="schedule", name="schedule_schema", node=ScheduleConfig)
+    store.store(group="schedule", name="ramp_schema", node=RampScheduleConfig)
+    store.store(group="schedule", name="step_schema", node=StepScheduleConfig)
+    store.store(group="schedule", name="adaptive_schema", node=AdaptiveScheduleConfig)
     store.store(group="protocol", name="protocol_schema", node=ProtocolConfig)

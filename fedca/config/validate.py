@@ -11,7 +11,8 @@ from fedca.errors import FedcaError
 
 AGGREGATORS = ("local", "fedavg", "fcf", "composite")
 MODELS = ("fcf", "ncf")
-SCHEDULES = ("constant",)
+SCHEDULES = ("constant", "linear", "cosine", "step", "adaptive")
+SCHEDULED_KEYS = ("w_sim", "w_comp", "interpolation")
 TIME_RULES = ("column", "item_first_appearance", "file_order")
 DUPLICATE_POLICIES = ("keep_all", "keep_first", "keep_last")
 
@@ -98,6 +99,28 @@ def _validate_agg(cfg: RunConfig) -> None:
         _require(0.0 <= agg.interpolation <= 1.0, "agg.interpolation", agg.interpolation, "must be in [0, 1]")
 
 
+def _validate_schedule(cfg: RunConfig) -> None:
+    sched = cfg.schedule
+    _choice("schedule.name", sched.name, SCHEDULES)
+    for key in ("end_w_sim", "end_w_comp"):
+        value = getattr(sched, key, None)
+        if value is not None:
+            _require(value >= 0, f"schedule.{key}", value, "must be >= 0")
+    end_mu = getattr(sched, "end_interpolation", None)
+    if end_mu is not None:
+        _require(0.0 <= end_mu <= 1.0, "schedule.end_interpolation", end_mu, "must be in [0, 1]")
+    if sched.name == "step":
+        _require(sched.gamma > 0, "schedule.gamma", sched.gamma, "must be > 0")
+        _require(all(m >= 1 for m in sched.milestones), "schedule.milestones", list(sched.milestones),
+                 "rounds are counted from 1")
+        for key in sched.keys:
+            _choice("schedule.keys", key, SCHEDULED_KEYS)
+    if sched.name == "adaptive":
+        _require(0.0 < sched.rate <= 1.0, "schedule.rate", sched.rate, "must be in (0, 1]")
+        _require(0.0 <= sched.min_weight <= sched.max_weight, "schedule.min_weight", sched.min_weight,
+                 f"must be in [0, schedule.max_weight={sched.max_weight}]")
+
+
 def _validate_protocol(cfg: RunConfig) -> None:
     proto = cfg.protocol
     _at_least("protocol.min_interactions", proto.min_interactions, 0)
@@ -126,7 +149,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _validate_dataset(cfg)
     _validate_model(cfg)
     _validate_agg(cfg)
-    _choice("schedule.name", cfg.schedule.name, SCHEDULES)
+    _validate_schedule(cfg)
     _validate_protocol(cfg)
     _validate_eval(cfg)
     return cfg

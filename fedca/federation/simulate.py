@@ -76,6 +76,7 @@ def simulate(data: FedData, population: Population, backbone: Backbone, aggregat
         context = RoundContext(round=round_index, weights=weights, generator=gens["agg_sampling"])
         downloads, state = aggregator.aggregate(uploads, state, context)
         apply_downloads(population, downloads)
+        schedule.observe(round_index, downloads.stats)
         aggregated = time.perf_counter()
         record = {"round": round_index + 1, "train_loss": float(local.losses.mean()),
                   "local_epochs_mean": float(local.epochs.double().mean()), "schedule": weights,

@@ -1,15 +1,9 @@
 """Constant schedule: the composite weights and interpolation keep their configured values."""
 
-from typing import Dict
+from fedca.schedules.base import Schedule
 
 
-class ConstantSchedule:
-    """``values(round) -> {name: value}``, the same every round."""
+class ConstantSchedule(Schedule):
+    """``values(round)`` is the agg config's values every round."""
 
     name = "constant"
-
-    def __init__(self, values: Dict[str, float]):
-        self._values = dict(values)
-
-    def values(self, round_index: int) -> Dict[str, float]:
-        return dict(self._values)
