@@ -3,7 +3,7 @@
 Usage: python scripts/bench.py [--rounds 11] [--csv OUT.csv] [hydra overrides ...]
 e.g.   python scripts/bench.py dataset=ml100k agg=composite
        python scripts/bench.py --rounds 4 dataset=csv dataset.file=ml-1m-derived/ratings_user_item_rating.tsv.gz \
-           dataset.sep='\\t' protocol.min_interactions=10
+           dataset.sep=tab protocol.min_interactions=10
 
 Prints one CSV row per round and the median total over rounds 2..N (round 1 warms caches).
 """

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from fedca.config.compose import compose_run_config
+from fedca.config.schema import DatasetConfig
 from fedca.data.fed_data import load_fed_data
 from fedca.data.readers import read_ratings
 from fedca.data.sources import dataset_path
@@ -128,3 +129,13 @@ def test_csv_split_follows_file_order_without_timestamps(tmp_path, fedca_cache):
     assert data.raw_item_ids[data.test_items].tolist() == [4, 3, 8]
     assert data.raw_item_ids[data.val_items].tolist() == [2, 4, 7]
     assert data.raw_item_ids[data.train_items].tolist() == [1, 3, 2, 1, 5, 6]
+
+
+@pytest.mark.parametrize("sep", ["tab", "\\t"])
+def test_named_and_escaped_tab_separators_read_tab_files(tmp_path, sep):
+    path = tmp_path / "ratings.tsv"
+    path.write_text("1\t10\n1\t11\n2\t10\n")
+    spec = DatasetConfig(name="csv", file=str(path), sep=sep, rating_col=None, timestamp_col=None,
+                         time_rule="file_order")
+    frame = read_ratings(path, spec)
+    assert frame["user"].tolist() == [1, 1, 2] and frame["item"].tolist() == [10, 11, 10]

@@ -97,7 +97,7 @@ def _build(path: Path, spec: DatasetConfig, protocol: ProtocolConfig, seed: int,
     shared = protocol.shared_val_test_negatives
     count = protocol.num_eval_negatives * (1 if shared else 2)
     negatives = sample_eval_negatives(interacted, num_users, num_items, count, generator(seed, "eval_negatives"),
-                                      raw_user_ids=split.raw_user_ids)
+                                      raw_user_ids=split.raw_user_ids, source=str(path))
     val_negatives = negatives[:, : protocol.num_eval_negatives]
     test_negatives = val_negatives if shared else negatives[:, protocol.num_eval_negatives:]
     excluded = interacted

@@ -23,7 +23,8 @@ def contains(sorted_keys: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 def sample_eval_negatives(interacted_keys: torch.Tensor, num_users: int, num_items: int, count: int,
-                          generator: torch.Generator, raw_user_ids=None, chunk_cells: int = 1 << 24) -> torch.Tensor:
+                          generator: torch.Generator, raw_user_ids=None, source: str = "dataset",
+                          chunk_cells: int = 1 << 24) -> torch.Tensor:
     """Draw ``count`` distinct items per user, uniformly among the items the user never interacted with.
 
     Returns [N, count] int64. Users are processed in chunks of about ``chunk_cells`` user-item
@@ -35,7 +36,7 @@ def sample_eval_negatives(interacted_keys: torch.Tensor, num_users: int, num_ite
     worst = int(torch.argmin(available))
     if int(available[worst]) < count:
         raw = raw_user_ids[worst] if raw_user_ids is not None else worst
-        raise FedcaError(f"user {raw} has only {int(available[worst])} items it never interacted with, "
+        raise FedcaError(f"{source}: user {raw} has only {int(available[worst])} items it never interacted with, "
                          f"but {count} eval negatives are requested (lower protocol.num_eval_negatives)")
     rows_per_chunk = max(1, chunk_cells // num_items)
     out = torch.empty(num_users, count, dtype=torch.long)

@@ -21,6 +21,7 @@ from fedca.config.schema import DatasetConfig
 from fedca.errors import FedcaError
 
 SNIFFED_SEPARATORS = ("\t", ",")
+NAMED_SEPARATORS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "semicolon": ";"}
 
 
 def _open_text(path: Path) -> str:
@@ -105,7 +106,7 @@ def read_ratings(path: Path, spec: DatasetConfig) -> pd.DataFrame:
     if not text.strip():
         raise FedcaError(f"{path}: the file is empty")
     first_line = text.split("\n", 1)[0]
-    sep = _sniff_separator(path, first_line) if spec.sep == "auto" else spec.sep
+    sep = _sniff_separator(path, first_line) if spec.sep == "auto" else NAMED_SEPARATORS.get(spec.sep, spec.sep)
     rows, line_numbers, header_names = _split_fields(path, text, sep, spec.header)
     table = pd.DataFrame(rows, dtype=str)
     width = table.shape[1]
