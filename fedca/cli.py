@@ -14,8 +14,23 @@ HYDRA_FLAGS = {"-m", "--multirun", "-h", "--help", "--hydra-help", "-c", "--cfg"
                "-cd", "--config-dir", "--resolve", "--run"}
 
 
+def job_threads(requested: int, launcher) -> int:
+    """Threads for one job: ``threads`` when set, else the machine's cores shared among the
+    launcher's parallel jobs (so two jobs on two cores do not oversubscribe them)."""
+    import os
+
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    parallel = launcher.get("n_jobs", 1) if launcher is not None else 1
+    if parallel is None or parallel < 1:
+        parallel = cores
+    return max(1, cores // parallel)
+
+
 def _hydra_run(argv: list) -> int:
     import hydra
+    import torch
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -35,14 +50,18 @@ def _hydra_run(argv: list) -> int:
     def task(cfg):
         hydra_cfg = HydraConfig.get()
         out_dir = Path(hydra_cfg.runtime.output_dir)
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
         try:
-            return run(to_run_config(cfg), out_dir)["selected"]["test"]
+            run_cfg = to_run_config(cfg)
+            torch.set_num_threads(job_threads(run_cfg.threads, hydra_cfg.launcher if multirun else None))
+            return run(run_cfg, out_dir)["selected"]["test"]
         except FedcaError as exc:
             write_json(out_dir / "status.json", {"status": "failed", "error": str(exc)})
-            print(f"error: {exc}", file=sys.stderr)
-            if hydra_cfg.mode == RunMode.MULTIRUN:
-                raise
-            sys.exit(exc.exit_code)
+            prefix = f"job {hydra_cfg.job.num}: " if multirun else ""
+            print(f"error: {prefix}{exc}", file=sys.stderr)
+            if not multirun:
+                sys.exit(exc.exit_code)
+            return None
 
     sys.argv = ["fedca run", *argv]
     task()

@@ -158,6 +158,7 @@ class RunConfig:
     clients_sample_ratio: float = 1.0
     progress: bool = True
     device: str = "auto"
+    threads: int = 0
 
 
 def register_configs() -> None:
