@@ -38,7 +38,7 @@ def _hydra_run(argv: list) -> int:
     from fedca.config.paths import conf_dir
     from fedca.config.schema import register_configs
     from fedca.results.atomic import write_json
-    from fedca.run import run
+    from fedca.run import RunInterrupted, run
 
     overrides = [a for a in argv if not a.startswith("-")]
     check_group_choices(overrides)
@@ -55,6 +55,9 @@ def _hydra_run(argv: list) -> int:
             run_cfg = to_run_config(cfg)
             torch.set_num_threads(job_threads(run_cfg.threads, hydra_cfg.launcher if multirun else None))
             return run(run_cfg, out_dir)["selected"]["test"]
+        except RunInterrupted as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(130)
         except FedcaError as exc:
             write_json(out_dir / "status.json", {"status": "failed", "error": str(exc)})
             prefix = f"job {hydra_cfg.job.num}: " if multirun else ""

@@ -1,8 +1,13 @@
 """``run(cfg, out_dir)``: one experiment from a validated config to a complete run folder.
 
-Never reads Hydra state or globals; the CLI and the tests both call it.
+Never reads Hydra state or globals; the CLI and the tests both call it. With ``resume=true``
+an existing folder is continued from its last checkpoint (or left alone when complete and
+``skip_done=true``); SIGINT/SIGTERM end the run after the current round is written and
+checkpointed, marking it interrupted.
 """
 
+import json
+import signal
 import subprocess
 import time
 import uuid
@@ -21,11 +26,18 @@ from fedca.data.fed_data import load_fed_data
 from fedca.errors import FedcaError
 from fedca.federation.local_train import LocalSettings
 from fedca.federation.population import Population
-from fedca.federation.simulate import SimulationSettings, simulate
+from fedca.federation.simulate import Simulation, SimulationSettings
 from fedca.models.backbones import build_backbone
+from fedca.results.checkpoint import load_checkpoint, save_checkpoint
 from fedca.results.run_folder import RunFolder, select_rounds
 from fedca.schedules.registry import build_schedule
 from fedca.seeding import generator
+
+RESUMABLE_DIFFERENCES = ("progress", "threads", "resume", "skip_done", "checkpoint_every")
+
+
+class RunInterrupted(Exception):
+    """The run stopped on SIGINT/SIGTERM after writing and checkpointing its last round."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -55,11 +67,54 @@ def protocol_record(cfg: RunConfig, data_meta: dict, reveals) -> dict:
             "server_sees": list(reveals), "merge": "on receipt (the same state is evaluated and trained on)"}
 
 
+def _comparable(cfg: RunConfig) -> dict:
+    """The config fields that must match for a checkpoint to be resumed."""
+    plain = OmegaConf.to_container(OmegaConf.structured(cfg))
+    return {key: value for key, value in plain.items() if key not in RESUMABLE_DIFFERENCES}
+
+
+def _status(out_dir: Path) -> str | None:
+    try:
+        return json.loads((out_dir / "status.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class _StopOnSignal:
+    """While active, SIGINT/SIGTERM only set ``requested``; the round loop stops at a round boundary."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def run(cfg: RunConfig, out_dir: Path) -> dict:
     """Run the experiment ``cfg`` and write its folder ``out_dir``; return the summary."""
     cfg = validate(cfg)
+    out_dir = Path(out_dir)
+    checkpoint = load_checkpoint(out_dir) if cfg.resume else None
+    if checkpoint is not None and checkpoint["config"] != _comparable(cfg):
+        raise FedcaError(f"{out_dir} holds a checkpoint of a different config; resume with the same "
+                         f"overrides or choose another hydra.run.dir")
+    if cfg.resume and cfg.skip_done and _status(out_dir) == "complete":
+        return json.loads((out_dir / "summary.json").read_text())
     device = resolve_device(cfg.device)
-    started = time.time()
+    started = time.time() - (checkpoint["wall_seconds"] if checkpoint else 0.0)
     data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed, progress=cfg.progress)
     backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers))
     aggregator = build_aggregator(cfg.agg)
@@ -67,9 +122,9 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
                "shared_val_test_negatives": cfg.protocol.shared_val_test_negatives,
                "train_negatives_exclude_eval": cfg.protocol.train_negatives_exclude_eval,
                "num_eval_negatives": cfg.protocol.num_eval_negatives, "eval_mode": cfg.eval.mode}
-    folder = RunFolder(out_dir, run_id=uuid.uuid4().hex[:12], protocol_columns=columns)
+    run_id = checkpoint["run_id"] if checkpoint else uuid.uuid4().hex[:12]
+    folder = RunFolder(out_dir, run_id=run_id, protocol_columns=columns)
     folder.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    folder.write_status("running")
     population = Population.initial(data.num_users, data.num_items, cfg.model.latent_dim, backbone,
                                     init=cfg.model.init, user_init=cfg.model.user_init,
                                     generator=generator(cfg.seed, "init"), device=device)
@@ -81,25 +136,41 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
                                   num_train_negatives=cfg.protocol.num_train_negatives, batch_size=cfg.batch_size,
                                   local=local, eval_every=cfg.eval_every, ks=list(cfg.eval.ks),
                                   ties=cfg.protocol.ties, eval_mode=cfg.eval.mode)
+    simulation = Simulation(data, population, backbone, aggregator, build_schedule(cfg), settings, cfg.seed)
+    if checkpoint:
+        simulation.load_state_dict(checkpoint["simulation"])
+        folder.rows = [row for row in checkpoint["rows"] if row["round"] <= simulation.next_round]
+    folder.write_status("running")
+
+    def save() -> None:
+        save_checkpoint(out_dir, {"config": _comparable(cfg), "run_id": run_id, "rows": folder.rows,
+                                  "wall_seconds": time.time() - started, "simulation": simulation.state_dict()})
+
     k = cfg.eval.select_k
-    bar = tqdm(total=cfg.rounds, desc=f"{cfg.dataset.name}/{cfg.agg.name}", disable=not cfg.progress,
-               dynamic_ncols=True)
-
-    def on_round(record: dict) -> None:
-        folder.add_round(record)
-        bar.update(1)
-        if "val" in record:
-            bar.set_postfix({f"val_hr@{k}": f"{record['val'][f'hr@{k}']:.4f}",
-                             f"val_ndcg@{k}": f"{record['val'][f'ndcg@{k}']:.4f}"})
-
+    bar = tqdm(total=cfg.rounds, initial=simulation.next_round, desc=f"{cfg.dataset.name}/{cfg.agg.name}",
+               disable=not cfg.progress, dynamic_ncols=True)
     try:
-        simulate(data, population, backbone, aggregator, build_schedule(cfg), settings, cfg.seed, on_round)
+        with _StopOnSignal() as stop:
+            while not simulation.finished:
+                record = simulation.run_round()
+                folder.add_round(record)
+                bar.update(1)
+                if "val" in record:
+                    bar.set_postfix({f"val_hr@{k}": f"{record['val'][f'hr@{k}']:.4f}",
+                                     f"val_ndcg@{k}": f"{record['val'][f'ndcg@{k}']:.4f}"})
+                every = cfg.checkpoint_every
+                if simulation.finished or stop.requested or (every and simulation.next_round % every == 0):
+                    save()
+                if stop.requested and not simulation.finished:
+                    folder.write_status("interrupted", round=simulation.next_round)
+                    raise RunInterrupted(f"interrupted after round {simulation.next_round}; "
+                                         f"continue with resume=true hydra.run.dir={out_dir}")
     except KeyboardInterrupt:
-        folder.write_status("interrupted")
+        folder.write_status("interrupted", round=simulation.next_round)
         raise
     finally:
         bar.close()
-    summary = {"run_id": folder.run_id, "dataset": cfg.dataset.name, "model": cfg.model.name,
+    summary = {"run_id": run_id, "dataset": cfg.dataset.name, "model": cfg.model.name,
                "agg": cfg.agg.name, "seed": cfg.seed, "rounds": cfg.rounds, "select_metric": f"hr@{k}",
                **select_rounds(folder.rows, cfg.protocol.select_by, f"hr@{k}"),
                "wall_seconds": time.time() - started, "device": str(device),

@@ -10,7 +10,7 @@ from fedca.config.compose import compose_run_config
 from fedca.data.fed_data import load_fed_data
 from fedca.federation.local_train import LocalSettings
 from fedca.federation.population import Population
-from fedca.federation.simulate import SimulationSettings, simulate
+from fedca.federation.simulate import Simulation, SimulationSettings
 from fedca.models.backbones import build_backbone
 from fedca.schedules.registry import build_schedule
 from fedca.seeding import generator
@@ -50,8 +50,8 @@ def _engine_and_oracle(data, cfg, dtype=torch.float64):
                                   local=local, eval_every=cfg.rounds, ks=[10], ties="pessimistic",
                                   eval_mode="sampled")
     engine = copy.deepcopy(start)
-    simulate(data, engine, backbone, build_aggregator(cfg.agg), build_schedule(cfg), settings, cfg.seed,
-             lambda record: None)
+    Simulation(data, engine, backbone, build_aggregator(cfg.agg), build_schedule(cfg), settings,
+               cfg.seed).run(lambda record: None)
     oracle = copy.deepcopy(start)
     run_oracle(oracle, data, settings, list(cfg.model.mlp_layers), cfg.agg.name, cfg.agg, cfg.seed, cfg.rounds)
     return start, engine, oracle

@@ -29,7 +29,7 @@ def make_run(folder: Path, *, agg: str = "composite", seed: int = 0, hr: float =
               "protocol": {"name": protocol, "ties": "pessimistic"}}
     for key, value in (config_extra or {}).items():
         section, name = key.split(".")
-        config[section][name] = value
+        config.setdefault(section, {})[name] = value
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     if overrides is not None:
         (folder / ".hydra").mkdir()
@@ -127,7 +127,8 @@ def test_swept_override_keys_become_columns_and_group_choices_stay_plain(tmp_pat
     sweep = tmp_path / "sweep"
     for job, (w_sim, seed) in enumerate([(0.1, 0), (0.5, 0), (0.5, 1)]):
         make_run(sweep / str(job), seed=seed, config_extra={"agg.w_sim": w_sim},
-                 overrides=["agg=composite", f"seed={seed}", f"agg.w_sim={w_sim}", "+tag=ablation", "~note"])
+                 overrides=["agg=composite", f"seed={seed}", f"agg.w_sim={w_sim}", "+tag=ablation", "~note",
+                            "progress=false"])
     make_run(tmp_path / "in_process", seed=0)
 
     complete, _ = collect([sweep, tmp_path / "in_process"])
@@ -135,9 +136,29 @@ def test_swept_override_keys_become_columns_and_group_choices_stay_plain(tmp_pat
 
     assert list(complete.columns[:9]) == ["run_dir", "dataset", "model", "agg", "seed", "protocol", "agg.w_sim",
                                           "tag", "note"]
+    assert "progress" not in complete.columns
     assert list(complete["agg.w_sim"]) == [0.1, 0.5, 0.5, 0.3]
     assert list(complete["tag"])[:3] == ["ablation"] * 3 and pd.isna(complete["tag"].iloc[3])
     assert list(grouped["agg.w_sim"]) == [0.1, 0.5, 0.3] and list(grouped["n_seeds"]) == [1, 2, 1]
+
+
+def test_a_swept_config_group_is_filled_in_for_runs_that_kept_the_default(tmp_path):
+    make_run(tmp_path / "linear", config_extra={"schedule.name": "linear"}, overrides=["schedule=linear"])
+    make_run(tmp_path / "default", config_extra={"schedule.name": "constant"}, overrides=["threads=2"])
+
+    complete, _ = collect([tmp_path])
+
+    assert list(complete["schedule"]) == ["constant", "linear"]
+    assert "threads" not in complete.columns
+
+
+def test_an_ablation_group_choice_stays_apart_from_the_method_it_configures(tmp_path):
+    make_run(tmp_path / "base", agg="composite", overrides=["agg=composite"])
+    make_run(tmp_path / "sim_only", agg="composite", hr=0.2, overrides=["agg=composite_sim_only"])
+
+    grouped = aggregate(collect([tmp_path])[0])
+
+    assert list(grouped["agg"]) == ["composite", "composite_sim_only"]
 
 
 def test_find_runs_skips_the_multirun_root_and_hydra_folders_in_natural_order(tmp_path):
@@ -163,7 +184,8 @@ def test_markdown_and_latex_show_mean_plus_minus_std_and_group_names(tmp_path):
 
     markdown = to_markdown(grouped)
     lines = markdown.splitlines()
-    assert lines[0] == "| dataset | model | agg | protocol | n_seeds | val_hr@10 | val_ndcg@10 | test_hr@10 | test_ndcg@10 |"
+    assert lines[0] == ("| dataset | model | agg | protocol | n_seeds | val_hr@10 | val_ndcg@10 | test_hr@10 "
+                        "| test_ndcg@10 |")
     assert "| ml100k | fcf | fedavg | fedca | 3 |" in lines[2] and "0.4300 ± 0.0361" in lines[2]
     assert "composite" in lines[3] and "0.5300 ± 0.0300" in lines[3]
     only_test = to_markdown(grouped, metrics=["test_hr@10"])
@@ -212,8 +234,15 @@ def test_sensitivity_plot_over_a_swept_numeric_override(tmp_path):
     composite = grouped[grouped["agg"] == "composite"]
     assert list(composite["agg.w_sim"]) == [0.1, 0.3, 0.5]
     assert list(composite["test_hr@10_mean"]) == pytest.approx([0.455, 0.555, 0.655])
-    with pytest.raises(FedcaError, match="no swept parameter 'agg.w_comp'"):
+
+
+def test_an_unknown_sensitivity_parameter_is_an_input_error_before_anything_is_written(tmp_path):
+    sweep = make_sweep(tmp_path / "sweep")
+    out = tmp_path / "report"
+
+    with pytest.raises(FedcaError, match="no swept parameter 'agg.w_comp'.*agg"):
         write_report([sweep], out, sensitivity_param="agg.w_comp")
+    assert not out.exists()
 
 
 def test_plots_without_matplotlib_ask_for_the_plots_extra(tmp_path, monkeypatch):

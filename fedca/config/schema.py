@@ -159,6 +159,9 @@ class RunConfig:
     progress: bool = True
     device: str = "auto"
     threads: int = 0
+    checkpoint_every: int = 10
+    resume: bool = False
+    skip_done: bool = True
 
 
 def register_configs() -> None:

@@ -44,6 +44,8 @@ def _validate_top(cfg: RunConfig) -> None:
     _require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     _ratio("clients_sample_ratio", cfg.clients_sample_ratio)
     _choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    _require(cfg.checkpoint_every >= 0, "checkpoint_every", cfg.checkpoint_every,
+             "must be >= 0 (0: only at the end)")
     _require(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0: all cores, shared among parallel jobs)")
 
 

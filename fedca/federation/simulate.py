@@ -54,39 +54,76 @@ def sample_participants(num_clients: int, ratio: float, gen: torch.Generator) ->
     return torch.sort(torch.randperm(num_clients, generator=gen)[:count]).values
 
 
-def simulate(data: FedData, population: Population, backbone: Backbone, aggregator: Aggregator, schedule,
-             settings: SimulationSettings, seed: int, on_round: Callable[[Dict], None]) -> None:
-    """Run every round, calling ``on_round(record)`` after each one.
+GENERATORS = ("client_sampling", "train_negatives", "shuffle", "agg_sampling")
 
-    record: round (1-based), train_loss, train/agg/eval/total seconds, schedule values,
-    aggregation stats, and ``val``/``test`` metric dicts on evaluation rounds.
-    """
-    gens = {name: generator(seed, name) for name in ("client_sampling", "train_negatives", "shuffle",
-                                                     "agg_sampling")}
-    state: dict = {}
-    for round_index in range(settings.rounds):
+
+class Simulation:
+    """A run between rounds: the clients, the server state, the schedule, the generators and
+    the next round. ``state_dict`` holds all of it, so a run restored from a checkpoint goes on
+    exactly as if it had never stopped."""
+
+    def __init__(self, data: FedData, population: Population, backbone: Backbone, aggregator: Aggregator,
+                 schedule, settings: SimulationSettings, seed: int):
+        self.data, self.population, self.backbone = data, population, backbone
+        self.aggregator, self.schedule, self.settings = aggregator, schedule, settings
+        self.gens = {name: generator(seed, name) for name in GENERATORS}
+        self.server_state: dict = {}
+        self.next_round = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.next_round >= self.settings.rounds
+
+    def run_round(self) -> Dict:
+        """Play round ``next_round``: sample ► local_train ► upload ► aggregate ► merge ► evaluate.
+
+        Returns the record: round (1-based), train_loss, train/agg/eval/total seconds, schedule
+        values, aggregation stats, and ``val``/``test`` metric dicts on evaluation rounds.
+        """
+        round_index, settings, gens = self.next_round, self.settings, self.gens
         started = time.perf_counter()
-        participants = sample_participants(data.num_users, settings.clients_sample_ratio, gens["client_sampling"])
-        batches = build_round(data, participants, settings.num_train_negatives, settings.batch_size,
+        participants = sample_participants(self.data.num_users, settings.clients_sample_ratio,
+                                           gens["client_sampling"])
+        batches = build_round(self.data, participants, settings.num_train_negatives, settings.batch_size,
                               gens["train_negatives"])
-        local = local_train(population, batches, backbone, settings.local, gens["shuffle"])
+        local = local_train(self.population, batches, self.backbone, settings.local, gens["shuffle"])
         trained = time.perf_counter()
-        uploads = Uploads(population, batches.clients, batches.sizes, local.row_keys, local.row_counts)
-        weights = schedule.values(round_index)
+        uploads = Uploads(self.population, batches.clients, batches.sizes, local.row_keys, local.row_counts)
+        weights = self.schedule.values(round_index)
         context = RoundContext(round=round_index, weights=weights, generator=gens["agg_sampling"])
-        downloads, state = aggregator.aggregate(uploads, state, context)
-        apply_downloads(population, downloads)
-        schedule.observe(round_index, downloads.stats)
+        downloads, self.server_state = self.aggregator.aggregate(uploads, self.server_state, context)
+        apply_downloads(self.population, downloads)
+        self.schedule.observe(round_index, downloads.stats)
         aggregated = time.perf_counter()
         record = {"round": round_index + 1, "train_loss": float(local.losses.mean()),
                   "local_epochs_mean": float(local.epochs.double().mean()), "schedule": weights,
                   "stats": downloads.stats}
-        last = round_index == settings.rounds - 1
-        if (round_index + 1) % settings.eval_every == 0 or last:
+        if (round_index + 1) % settings.eval_every == 0 or round_index == settings.rounds - 1:
             for split in ("val", "test"):
-                record[split] = evaluate(population, backbone, data, split, settings.ks, settings.ties,
-                                         settings.eval_mode)
+                record[split] = evaluate(self.population, self.backbone, self.data, split, settings.ks,
+                                         settings.ties, settings.eval_mode)
         finished = time.perf_counter()
         record.update(train_seconds=trained - started, agg_seconds=aggregated - trained,
                       eval_seconds=finished - aggregated, seconds=finished - started)
-        on_round(record)
+        self.next_round += 1
+        return record
+
+    def run(self, on_round: Callable[[Dict], None]) -> None:
+        """Play every remaining round, calling ``on_round(record)`` after each."""
+        while not self.finished:
+            on_round(self.run_round())
+
+    def state_dict(self) -> dict:
+        return {"next_round": self.next_round, "user": self.population.user, "items": self.population.items,
+                "mlp": self.population.mlp, "server_state": self.server_state,
+                "schedule": self.schedule.state_dict(),
+                "generators": {name: gen.get_state() for name, gen in self.gens.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next_round = int(state["next_round"])
+        for name in ("user", "items", "mlp"):
+            getattr(self.population, name).copy_(state[name])
+        self.server_state = state["server_state"]
+        self.schedule.load_state_dict(state["schedule"])
+        for name, gen in self.gens.items():
+            gen.set_state(state["generators"][name])

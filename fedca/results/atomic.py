@@ -10,6 +10,7 @@ def write_text(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old or the new file, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(handle, 0o644)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)

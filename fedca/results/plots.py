@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedca.errors import FedcaError
-from fedca.results.report import group_columns
+from fedca.results.report import group_columns, require_group_column
 
 
 def _figure():
@@ -27,11 +27,18 @@ def _figure():
     return figure
 
 
+def _integer_ticks(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _save(figure, out: Path) -> Path:
     """Write the figure as PNG through a temp file in the same folder, then rename over ``out``."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
+    os.fchmod(handle, 0o644)
     os.close(handle)
     try:
         figure.savefig(tmp, format="png", dpi=150)
@@ -71,6 +78,7 @@ def convergence_plot(run_dirs_by_label: dict[str, list[Path]], metric: str, spli
                           alpha=0.2, linewidth=0)
     axes.set_title(f"{split} {metric} per round (mean ± std over seeds)")
     axes.set_xlabel("round")
+    _integer_ticks(axes.xaxis)
     axes.set_ylabel(f"{split} {metric}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
@@ -81,9 +89,7 @@ def sensitivity_plot(grouped: pd.DataFrame, param: str, metric: str, out: Path) 
     """``metric`` (mean ± std error bars, from an ``aggregate`` table) against the swept numeric
     ``param``, one line per combination of the other group columns that differ. Rows without a
     numeric value of ``param`` (e.g. methods that lack it) are left out. Returns ``out``."""
-    groups = group_columns(grouped)
-    if param not in groups:
-        raise FedcaError(f"no swept parameter {param!r} in the runs; swept columns: {', '.join(groups)}")
+    require_group_column(grouped, param)
     mean_column, std_column = f"{metric}_mean", f"{metric}_std"
     if mean_column not in grouped.columns:
         raise FedcaError(f"no metric {metric!r} in the grouped table")
@@ -91,7 +97,7 @@ def sensitivity_plot(grouped: pd.DataFrame, param: str, metric: str, out: Path) 
     rows = grouped.assign(**{param: x})[x.notna()]
     if rows.empty:
         raise FedcaError(f"{param} has no numeric values to plot against")
-    others = [c for c in groups if c != param and rows[c].nunique(dropna=False) > 1]
+    others = [c for c in group_columns(grouped) if c != param and rows[c].nunique(dropna=False) > 1]
     figure = _figure()
     axes = figure.add_subplot()
     for label, part in _lines(rows, others):

@@ -32,6 +32,7 @@ METRIC_BLOCKS = (("val", "selected", "val"), ("test", "selected", "test"),
                  ("best_test", "best_test", "test"), ("final_test", "final", "test"))
 METRIC_PATTERN = re.compile(r"^(val|test|best_test|final_test)_(\w+)@(\d+)$")
 RUN_MARKERS = ("config.yaml", "status.json", ".hydra")
+EXECUTION_ONLY_KEYS = ("progress", "threads")
 INCOMPLETE_COLUMNS = ["run_dir", "status", "error"]
 
 
@@ -133,11 +134,14 @@ class _Run:
         return {column: row[column] for column in PLAIN_COLUMNS}
 
     def swept(self, key: str) -> object:
-        """The run's value of an override key: the config's scalar at that path, else the override."""
+        """The run's value of an override key, also where this run did not override it: the
+        config's scalar at that path, else the override, else the config group's choice or name."""
         value = _lookup(self.config, key)
         if value is not None and _is_scalar(value):
             return value
-        return _parse_value(self.overrides[key]) if key in self.overrides else None
+        if key in self.overrides:
+            return _parse_value(self.overrides[key])
+        return self.choices.get(key) or _lookup(self.config, f"{key}.name")
 
     def metrics(self) -> dict:
         values = {"selected_round": (self.summary.get("selected") or {}).get("round")}
@@ -150,12 +154,12 @@ class _Run:
 
 def _parse_overrides(value: object) -> dict[str, str]:
     """``["agg=composite", "+x=1", "~y"]`` -> ``{"agg": "composite", "x": "1", "y": None}``,
-    without Hydra's own keys."""
+    without Hydra's own keys and the execution-only keys (``progress``, ``threads``)."""
     overrides = {}
     for item in value if isinstance(value, list) else []:
         key, _, raw = str(item).partition("=")
         key = key.lstrip("+~")
-        if key and not key.startswith("hydra.") and "/" not in key:
+        if key and not key.startswith("hydra.") and "/" not in key and key not in EXECUTION_ONLY_KEYS:
             overrides[key] = raw if "=" in str(item) else None
     return overrides
 
@@ -213,6 +217,13 @@ def group_columns(table: pd.DataFrame) -> list[str]:
     """The descriptive columns of a per-run or grouped table, without run_dir and seed."""
     stats = set(metric_columns(table)) | set(COUNT_COLUMNS) | {"run_dir", "seed"}
     return [c for c in table.columns if c not in stats and not c.endswith(("_mean", "_std"))]
+
+
+def require_group_column(table: pd.DataFrame, column: str) -> None:
+    """FedcaError unless ``column`` is one of the table's descriptive (swept) columns."""
+    groups = group_columns(table)
+    if column not in groups:
+        raise FedcaError(f"no swept parameter {column!r} in the runs; swept columns: {', '.join(groups)}")
 
 
 def aggregate(complete: pd.DataFrame, mix_protocols: bool = False) -> pd.DataFrame:
@@ -318,6 +329,8 @@ def write_report(paths: Iterable[Path], out_dir: Path, mix_protocols: bool = Fal
         raise FedcaError(f"none of the {len(incomplete)} runs under {', '.join(map(str, paths))} is complete ("
                          + ", ".join(f"{n} {status}" for status, n in counts.items()) + ")")
     grouped = aggregate(complete, mix_protocols=mix_protocols)
+    if sensitivity_param:
+        require_group_column(grouped, sensitivity_param)
     table = to_markdown(grouped)
     texts = {"results.csv": _csv(complete), "results_grouped.csv": _csv(grouped),
              "results.md": _markdown_report(table, incomplete), "results.tex": to_latex(grouped)}

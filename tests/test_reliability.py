@@ -1,0 +1,123 @@
+"""Reliability: identical reruns, resume after SIGKILL/SIGTERM, and checkpoints that survive a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fedca.config.compose import compose_run_config
+from fedca.results.checkpoint import load_checkpoint
+from fedca.run import run
+
+pytestmark = pytest.mark.slow
+
+FEDCA = Path(sys.executable).with_name("fedca")
+RUN = ["run", "dataset=filmtrust", "agg=composite", "rounds=6", "local_epochs=2", "progress=false",
+       "checkpoint_every=2", "threads=1"]
+METRICS = ["round", "split", "hr@10", "ndcg@10", "train_loss"]
+
+
+def _env(tmp_path):
+    return dict(os.environ, FEDCA_CACHE_DIR=str(tmp_path / "cache"))
+
+
+def _metrics(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "rounds.csv")[METRICS]
+
+
+def _wait_for_round(folder: Path, round_number: int, process, limit=300.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be killed"
+        try:
+            if pd.read_csv(folder / "rounds.csv")["round"].max() >= round_number:
+                return
+        except (OSError, ValueError, KeyError, pd.errors.EmptyDataError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the run never reached the round to kill it at")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(real_data_env, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    env = dict(os.environ, FEDCA_CACHE_DIR=str(folder / "cache"))
+    done = subprocess.run([str(FEDCA), *RUN, f"hydra.run.dir={folder / 'run'}"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return folder / "run"
+
+
+def test_same_config_and_seed_give_identical_metrics(real_data_env, tmp_path):
+    cfg = compose_run_config(["dataset=filmtrust", "agg=composite", "rounds=2", "local_epochs=2", "progress=false"])
+    first, second = run(cfg, tmp_path / "a"), run(cfg, tmp_path / "b")
+    assert first["selected"] == second["selected"]
+    pd.testing.assert_frame_equal(_metrics(tmp_path / "a"), _metrics(tmp_path / "b"))
+
+
+def test_resume_after_sigkill_mid_round_equals_the_uninterrupted_run(uninterrupted, tmp_path):
+    folder = tmp_path / "killed"
+    process = subprocess.Popen([str(FEDCA), *RUN, f"hydra.run.dir={folder}"], env=_env(tmp_path),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_round(folder, 3, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert json.loads((folder / "status.json").read_text())["status"] == "running"
+    done = subprocess.run([str(FEDCA), *RUN, "resume=true", f"hydra.run.dir={folder}"], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    resumed = _metrics(folder)
+    assert not resumed.duplicated(["round", "split"]).any()
+    pd.testing.assert_frame_equal(resumed, _metrics(uninterrupted))
+    summary = json.loads((folder / "summary.json").read_text())
+    reference = json.loads((uninterrupted / "summary.json").read_text())
+    assert summary["selected"] == reference["selected"] and summary["final"] == reference["final"]
+
+
+def test_sigterm_finishes_the_round_marks_interrupted_and_resumes(uninterrupted, tmp_path):
+    folder = tmp_path / "terminated"
+    process = subprocess.Popen([str(FEDCA), *RUN, f"hydra.run.dir={folder}"], env=_env(tmp_path),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_round(folder, 2, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130
+    assert stderr.strip().startswith("error: interrupted after round")
+    status = json.loads((folder / "status.json").read_text())
+    assert status["status"] == "interrupted"
+    assert load_checkpoint(folder)["simulation"]["next_round"] == status["round"]
+    done = subprocess.run([str(FEDCA), *RUN, "resume=true", f"hydra.run.dir={folder}"], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(_metrics(folder), _metrics(uninterrupted))
+
+
+def test_resume_with_a_different_config_is_refused(uninterrupted, tmp_path):
+    done = subprocess.run([str(FEDCA), *RUN, "seed=5", "resume=true", f"hydra.run.dir={uninterrupted}"],
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "different config" in done.stderr
+
+
+def test_kill_during_checkpoint_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
+    writer = textwrap.dedent(f"""
+        import torch
+        from fedca.results.checkpoint import save_checkpoint
+        for step in range(1000000):
+            save_checkpoint({str(tmp_path)!r}, {{"step": step, "payload": torch.full((4_000_000,), float(step))}})
+    """)
+    process = subprocess.Popen([sys.executable, "-c", writer])
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = load_checkpoint(tmp_path)
+    assert state is not None and bool((state["payload"] == float(state["step"])).all())
