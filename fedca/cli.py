@@ -72,18 +72,19 @@ def _hydra_run(argv: list) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from fedca import __version__, data_commands
+    from fedca import __version__, data_commands, report_command
 
     parser = argparse.ArgumentParser(
         prog="fedca", description="Experiment runner for personalized federated recommendation: "
                                   "FedCA composite aggregation and its baselines on batched clients.",
         epilog="Examples: fedca run dataset=ml100k agg=composite | fedca run -m agg=fedavg,composite seed=0,1,2 | "
-               "fedca data stats filmtrust. `fedca run --help` lists every config group and key.")
+               "fedca data stats filmtrust | fedca report outputs/multirun/DATE/TIME --plot. `fedca run --help` lists every config group and key.")
     parser.add_argument("--version", action="version", version=f"fedca {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="{run,data}")
+    subparsers = parser.add_subparsers(dest="command", metavar="{run,data,report}")
     subparsers.add_parser("run", help="simulate federated rounds for a composed config (Hydra overrides)",
                           add_help=False)
     data_commands.add_parser(subparsers)
+    report_command.add_parser(subparsers)
     return parser
 
 
@@ -98,8 +99,10 @@ def main(argv: list | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        from fedca import data_commands
+        from fedca import data_commands, report_command
 
+        if args.command == "report":
+            return report_command.command(args)
         return data_commands.command(args)
     except FedcaError as exc:
         print(f"error: {exc}", file=sys.stderr)
