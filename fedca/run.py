@@ -6,6 +6,7 @@ an existing folder is continued from its last checkpoint (or left alone when com
 checkpointed, marking it interrupted.
 """
 
+import errno
 import json
 import signal
 import subprocess
@@ -104,9 +105,25 @@ class _StopOnSignal:
 
 
 def run(cfg: RunConfig, out_dir: Path) -> dict:
-    """Run the experiment ``cfg`` and write its folder ``out_dir``; return the summary."""
+    """Run the experiment ``cfg`` and write its folder ``out_dir``; return the summary.
+
+    Running out of memory or disk space ends the run with a one-line FedcaError naming the
+    cause and what to change."""
     cfg = validate(cfg)
     out_dir = Path(out_dir)
+    try:
+        return _run(cfg, out_dir)
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        raise FedcaError(f"out of memory ({type(exc).__name__}): lower clients_sample_ratio, batch_size or "
+                         f"model.latent_dim, or use another device") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise FedcaError(f"disk full while writing {exc.filename or out_dir}: free space or set hydra.run.dir "
+                         f"elsewhere, then resume=true (the last checkpoint is intact)") from None
+
+
+def _run(cfg: RunConfig, out_dir: Path) -> dict:
     checkpoint = load_checkpoint(out_dir) if cfg.resume else None
     if checkpoint is not None and checkpoint["config"] != _comparable(cfg):
         raise FedcaError(f"{out_dir} holds a checkpoint of a different config; resume with the same "

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from fedca.config.compose import compose_run_config
+from fedca.errors import FedcaError
 from fedca.results.checkpoint import load_checkpoint
 from fedca.run import run
 
@@ -121,3 +122,32 @@ def test_kill_during_checkpoint_writing_leaves_the_previous_checkpoint_loadable(
     process.wait()
     state = load_checkpoint(tmp_path)
     assert state is not None and bool((state["payload"] == float(state["step"])).all())
+
+
+def test_nan_loss_stops_the_run_naming_round_and_clients(real_data_env, tmp_path):
+    cfg = compose_run_config(["dataset=filmtrust", "agg=fedavg", "rounds=3", "local_epochs=1", "progress=false",
+                              "model.lr_embedding=1e38"])
+    with pytest.raises(FedcaError, match=r"round \d+: the training loss or parameters are NaN or infinite for \d+ of 1002 clients"):
+        run(cfg, tmp_path)
+    assert not (tmp_path / "summary.json").exists()
+    rounds = tmp_path / "rounds.csv"
+    assert not rounds.exists() or pd.read_csv(rounds)[["hr@10", "ndcg@10"]].notna().all().all()
+
+
+def test_disk_full_gives_one_line_naming_the_cause(real_data_env, tmp_path, monkeypatch):
+    import errno
+
+    import fedca.results.run_folder as run_folder
+
+    write_text = run_folder.write_text
+
+    def full_disk(path, text):
+        if path.name == "rounds.csv":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_text(path, text)
+
+    cfg = compose_run_config(["dataset=filmtrust", "agg=fedavg", "rounds=2", "local_epochs=1", "progress=false"])
+    monkeypatch.setattr(run_folder, "write_text", full_disk)
+    with pytest.raises(FedcaError, match="disk full while writing .*rounds.csv") as info:
+        run(cfg, tmp_path)
+    assert "\n" not in str(info.value)

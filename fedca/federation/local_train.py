@@ -38,9 +38,11 @@ class LocalSettings:
 @dataclass
 class LocalResult:
     """losses [n] each client's last running-average loss; epochs [n] epochs each client ran;
+    finite [n] whether the client's loss and trained parameters are all finite;
     row_keys [R] ``position * I + item`` of the compact rows (position in training order)."""
 
     losses: torch.Tensor
+    finite: torch.Tensor
     epochs: torch.Tensor
     row_keys: torch.Tensor
     row_counts: torch.Tensor
@@ -147,8 +149,13 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
             stopped |= converged
         previous = running
 
+    finite_rows = torch.isfinite(table).all(1).cpu()  # [R]
+    bad_rows = torch.bincount(row_owner[~finite_rows], minlength=n)
+    losses = loss_sum / seen.clamp(min=1)
+    finite = (torch.isfinite(losses) & (bad_rows == 0) & torch.isfinite(user).all(1).cpu()
+              & torch.isfinite(mlp).all(1).cpu())
     population.items[row_clients, row_items] = table
     population.user[clients] = user
     population.mlp[clients] = mlp
-    return LocalResult(losses=loss_sum / seen.clamp(min=1), epochs=epochs_run, row_keys=row_keys,
+    return LocalResult(losses=losses, finite=finite, epochs=epochs_run, row_keys=row_keys,
                        row_counts=row_counts)

@@ -8,11 +8,12 @@ import torch
 
 from fedca.aggregators.base import Aggregator, Downloads, RoundContext, Uploads
 from fedca.data.fed_data import FedData
+from fedca.errors import FedcaError
 from fedca.federation.batches import build_round
 from fedca.federation.evaluate import evaluate
 from fedca.federation.local_train import LocalSettings, local_train
 from fedca.federation.population import Population
-from fedca.models.backbones import Backbone
+from fedca.models.backbones import Backbone, NonFiniteScores
 from fedca.seeding import generator
 
 
@@ -86,7 +87,15 @@ class Simulation:
                                            gens["client_sampling"])
         batches = build_round(self.data, participants, settings.num_train_negatives, settings.batch_size,
                               gens["train_negatives"])
-        local = local_train(self.population, batches, self.backbone, settings.local, gens["shuffle"])
+        try:
+            local = local_train(self.population, batches, self.backbone, settings.local, gens["shuffle"])
+            broken = int((~local.finite).sum())
+        except NonFiniteScores as exc:
+            broken = exc.clients
+        if broken:
+            raise FedcaError(f"round {round_index + 1}: the training loss or parameters are NaN or infinite for "
+                             f"{broken} of {participants.numel()} clients; lower model.lr_embedding / "
+                             f"model.lr_structure")
         trained = time.perf_counter()
         uploads = Uploads(self.population, batches.clients, batches.sizes, local.row_keys, local.row_counts)
         weights = self.schedule.values(round_index)

@@ -12,6 +12,23 @@ import torch
 import torch.nn.functional as F
 
 
+class NonFiniteScores(ArithmeticError):
+    """Training produced NaN or infinite scores for ``clients`` clients of the batch."""
+
+    def __init__(self, clients: int):
+        super().__init__(f"non-finite scores for {clients} clients")
+        self.clients = clients
+
+
+def checked_sigmoid(logits: torch.Tensor) -> torch.Tensor:
+    """sigmoid(logits) [a, B], raising NonFiniteScores when a score is NaN (diverged parameters)."""
+    prob = torch.sigmoid(logits)
+    bad = torch.isnan(prob)
+    if bool(bad.any()):
+        raise NonFiniteScores(int(bad.any(dim=1).sum()))
+    return prob
+
+
 class Backbone:
     """``score(user [a, d], items [a, B, d], mlp [a, P] | None) -> logits [a, B]``."""
 
@@ -38,7 +55,7 @@ class Backbone:
         has_mlp = mlp.shape[1] > 0
         leaves.append(mlp.detach().requires_grad_(has_mlp))
         with torch.enable_grad():
-            loss = F.binary_cross_entropy(torch.sigmoid(self.score(*leaves)), target, reduction="none")
+            loss = F.binary_cross_entropy(checked_sigmoid(self.score(*leaves)), target, reduction="none")
             (loss * weight).sum().backward()
         return loss.detach(), leaves[0].grad, leaves[1].grad, leaves[2].grad if has_mlp else None
 
@@ -54,7 +71,7 @@ class FCF(Backbone):
     def loss_and_grads(self, user, items, mlp, target, weight):
         """Closed form of the autograd result: d BCE(sigmoid(x)) / dx as PyTorch's BCE and sigmoid
         backward compute it, (p - y) / max(p (1 - p), 1e-12) * p (1 - p), times the weight."""
-        prob = torch.sigmoid(self.score(user, items))  # [a, B]
+        prob = checked_sigmoid(self.score(user, items))  # [a, B]
         loss = F.binary_cross_entropy(prob, target, reduction="none")
         slope = (1 - prob) * prob
         grad_logit = weight * (prob - target) / slope.clamp(min=1e-12) * slope  # [a, B]
