@@ -32,7 +32,7 @@ METRIC_BLOCKS = (("val", "selected", "val"), ("test", "selected", "test"),
                  ("best_test", "best_test", "test"), ("final_test", "final", "test"))
 METRIC_PATTERN = re.compile(r"^(val|test|best_test|final_test)_(\w+)@(\d+)$")
 RUN_MARKERS = ("config.yaml", "status.json", ".hydra")
-EXECUTION_ONLY_KEYS = ("progress", "threads")
+EXECUTION_ONLY_KEYS = ("progress", "threads", "resume", "skip_done", "checkpoint_every", "device")
 INCOMPLETE_COLUMNS = ["run_dir", "status", "error"]
 
 
@@ -154,7 +154,7 @@ class _Run:
 
 def _parse_overrides(value: object) -> dict[str, str]:
     """``["agg=composite", "+x=1", "~y"]`` -> ``{"agg": "composite", "x": "1", "y": None}``,
-    without Hydra's own keys and the execution-only keys (``progress``, ``threads``)."""
+    without Hydra's own keys and the execution-only keys (``EXECUTION_ONLY_KEYS``)."""
     overrides = {}
     for item in value if isinstance(value, list) else []:
         key, _, raw = str(item).partition("=")
