@@ -2,7 +2,11 @@
 
 import pytest
 
+from hydra import compose, initialize_config_dir
+
 from fedca.config.compose import GROUPS, available, compose_run_config
+from fedca.config.paths import conf_dir
+from fedca.config.schema import register_configs
 from fedca.config.schema import CompositeAggConfig
 from fedca.errors import FedcaError
 
@@ -51,3 +55,16 @@ def test_unknown_key_and_wrong_type_fail_with_one_line():
         with pytest.raises(FedcaError) as info:
             compose_run_config([override])
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("preset", [p.stem for p in (conf_dir() / "experiment").glob("*.yaml")])
+def test_experiment_presets_compose_and_name_their_seeds(preset):
+    register_configs()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params["seed"] == "0,1,2"
+    for group in ("dataset", "model", "agg"):
+        for choice in str(params.get(group, getattr(cfg, group).name)).split(","):
+            assert choice in available(group) or choice == getattr(cfg, group).name
+    assert compose_run_config([f"+experiment={preset}"]).rounds == 100
