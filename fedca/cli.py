@@ -80,11 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Examples: fedca run dataset=ml100k agg=composite | fedca run -m agg=fedavg,composite seed=0,1,2 | "
                "fedca data stats filmtrust | fedca report outputs/multirun/DATE/TIME --plot. `fedca run --help` lists every config group and key.")
     parser.add_argument("--version", action="version", version=f"fedca {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="{run,data,report}")
+    subparsers = parser.add_subparsers(dest="command", metavar="{run,data,report,reproduce}")
     subparsers.add_parser("run", help="simulate federated rounds for a composed config (Hydra overrides)",
                           add_help=False)
     data_commands.add_parser(subparsers)
     report_command.add_parser(subparsers)
+    subparsers.add_parser("reproduce", help="run the reduced benchmark preset and check it against recorded values",
+                          add_help=False)
     return parser
 
 
@@ -94,6 +96,10 @@ def main(argv: list | None = None) -> int:
     try:
         if argv and argv[0] == "run":
             return _hydra_run(argv[1:])
+        if argv and argv[0] == "reproduce":
+            from fedca.reproduce import main as reproduce
+
+            return reproduce(argv[1:])
         parser = _parser()
         args = parser.parse_args(argv)
         if args.command is None:
