@@ -38,3 +38,7 @@ def test_a_failing_job_keeps_the_other_results_and_exits_non_zero(real_data_env,
     assert (sweep_dir / "1" / "summary.json").is_file() and not (sweep_dir / "0" / "summary.json").exists()
     assert "Traceback" not in done.stderr
     assert "1 of 2 jobs did not complete" in done.stderr
+    report = subprocess.run([str(FEDCA), "report", str(sweep_dir), "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert "incomplete:" in report.stdout and "(failed: agg.k_principal=0 is out of range" in report.stdout
