@@ -68,6 +68,18 @@ def protocol_record(cfg: RunConfig, data_meta: dict, reveals) -> dict:
             "server_sees": list(reveals), "merge": "on receipt (the same state is evaluated and trained on)"}
 
 
+def simulation_settings(cfg: RunConfig) -> SimulationSettings:
+    """The round-loop and local-training settings of ``cfg``."""
+    local = LocalSettings(epochs=cfg.local_epochs, lr_embedding=cfg.model.lr_embedding,
+                          lr_structure=cfg.model.lr_structure, weight_decay=cfg.model.weight_decay,
+                          early_stop=cfg.protocol.early_stop == "official",
+                          threshold=cfg.protocol.early_stop_threshold)
+    return SimulationSettings(rounds=cfg.rounds, clients_sample_ratio=cfg.clients_sample_ratio,
+                              num_train_negatives=cfg.protocol.num_train_negatives, batch_size=cfg.batch_size,
+                              local=local, eval_every=cfg.eval_every, ks=list(cfg.eval.ks),
+                              ties=cfg.protocol.ties, eval_mode=cfg.eval.mode)
+
+
 def _comparable(cfg: RunConfig) -> dict:
     """The config fields that must match for a checkpoint to be resumed."""
     plain = OmegaConf.to_container(OmegaConf.structured(cfg))
@@ -145,15 +157,8 @@ def _run(cfg: RunConfig, out_dir: Path) -> dict:
     population = Population.initial(data.num_users, data.num_items, cfg.model.latent_dim, backbone,
                                     init=cfg.model.init, user_init=cfg.model.user_init,
                                     generator=generator(cfg.seed, "init"), device=device)
-    local = LocalSettings(epochs=cfg.local_epochs, lr_embedding=cfg.model.lr_embedding,
-                          lr_structure=cfg.model.lr_structure, weight_decay=cfg.model.weight_decay,
-                          early_stop=cfg.protocol.early_stop == "official",
-                          threshold=cfg.protocol.early_stop_threshold)
-    settings = SimulationSettings(rounds=cfg.rounds, clients_sample_ratio=cfg.clients_sample_ratio,
-                                  num_train_negatives=cfg.protocol.num_train_negatives, batch_size=cfg.batch_size,
-                                  local=local, eval_every=cfg.eval_every, ks=list(cfg.eval.ks),
-                                  ties=cfg.protocol.ties, eval_mode=cfg.eval.mode)
-    simulation = Simulation(data, population, backbone, aggregator, build_schedule(cfg), settings, cfg.seed)
+    simulation = Simulation(data, population, backbone, aggregator, build_schedule(cfg), simulation_settings(cfg),
+                            cfg.seed)
     if checkpoint:
         simulation.load_state_dict(checkpoint["simulation"])
         folder.rows = [row for row in checkpoint["rows"] if row["round"] <= simulation.next_round]

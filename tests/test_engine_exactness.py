@@ -8,10 +8,10 @@ import torch
 from fedca.aggregators.registry import build_aggregator
 from fedca.config.compose import compose_run_config
 from fedca.data.fed_data import load_fed_data
-from fedca.federation.local_train import LocalSettings
 from fedca.federation.population import Population
-from fedca.federation.simulate import Simulation, SimulationSettings
+from fedca.federation.simulate import Simulation
 from fedca.models.backbones import build_backbone
+from fedca.run import simulation_settings
 from fedca.schedules.registry import build_schedule
 from fedca.seeding import generator
 
@@ -41,14 +41,7 @@ def _engine_and_oracle(data, cfg, dtype=torch.float64):
                                init=cfg.model.init, user_init=cfg.model.user_init,
                                generator=generator(cfg.seed, "init"), device=torch.device("cpu"))
     start = Population(user=start.user.to(dtype), items=start.items.to(dtype), mlp=start.mlp.to(dtype))
-    local = LocalSettings(epochs=cfg.local_epochs, lr_embedding=cfg.model.lr_embedding,
-                          lr_structure=cfg.model.lr_structure, weight_decay=cfg.model.weight_decay,
-                          early_stop=cfg.protocol.early_stop == "official",
-                          threshold=cfg.protocol.early_stop_threshold)
-    settings = SimulationSettings(rounds=cfg.rounds, clients_sample_ratio=cfg.clients_sample_ratio,
-                                  num_train_negatives=cfg.protocol.num_train_negatives, batch_size=cfg.batch_size,
-                                  local=local, eval_every=cfg.rounds, ks=[10], ties="pessimistic",
-                                  eval_mode="sampled")
+    settings = simulation_settings(cfg)
     engine = copy.deepcopy(start)
     Simulation(data, engine, backbone, build_aggregator(cfg.agg), build_schedule(cfg), settings,
                cfg.seed).run(lambda record: None)

@@ -5,25 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import minimize
 
 from fedca.aggregators.simplex import project_rows_to_simplex
-
-
-def _slsqp_qp(q: np.ndarray) -> np.ndarray:
-    """Reference QP of the FedCA code: min x^T x + q^T x  s.t.  x >= 0, sum(x) = 1, by SLSQP."""
-    n = q.shape[0]
-    result = minimize(
-        lambda x: x @ x + q @ x,
-        np.full(n, 1.0 / n),
-        jac=lambda x: 2.0 * x + q,
-        method="SLSQP",
-        bounds=[(0.0, None)] * n,
-        constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1.0, "jac": lambda x: np.ones_like(x)}],
-        options={"ftol": 1e-14, "maxiter": 1000},
-    )
-    assert result.status in (0, 8), result.message  # 8: line search stalled at machine precision
-    return result.x
+from qp_reference import slsqp_simplex_qp
 
 
 def _fedca_style_vectors(rng: np.random.Generator, m: int) -> np.ndarray:
@@ -43,7 +27,7 @@ def test_projection_matches_slsqp_qp_on_fedca_style_instances():
         vectors = _fedca_style_vectors(rng, m)
         projected = project_rows_to_simplex(torch.from_numpy(vectors)).numpy()
         for i in range(m):
-            reference = _slsqp_qp(-2.0 * vectors[i])
+            reference = slsqp_simplex_qp(-2.0 * vectors[i])
             worst = max(worst, float(np.abs(projected[i] - reference).max()))
     assert worst <= 1e-6
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import minimize
 
 from fedca.aggregators.simplex import project_rows_to_simplex
+from qp_reference import slsqp_simplex_qp
 from fedca.aggregators.subspace import (
     complementarity_matrix,
     pca1_scores,
@@ -98,16 +98,7 @@ def _ref_weights(
     graph = np.zeros((n, n))
     for i in range(n):
         q = -w_comp * 2 * complementarity[i] + w_sim * 2 * similarity[i] - 2 * p
-        result = minimize(
-            lambda x: x @ x + q @ x,
-            np.full(n, 1.0 / n),
-            jac=lambda x: 2.0 * x + q,
-            method="SLSQP",
-            bounds=[(0.0, None)] * n,
-            constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1.0, "jac": lambda x: np.ones_like(x)}],
-            options={"ftol": 1e-14, "maxiter": 1000},
-        )
-        graph[i] = result.x
+        graph[i] = slsqp_simplex_qp(q)
     graph[np.abs(graph) < 1e-20] = 0
     return graph / graph.sum(axis=1, keepdims=True)
 

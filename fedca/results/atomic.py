@@ -4,22 +4,31 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 
-def write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never a part."""
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Replace ``path`` with what ``write(file)`` writes, so that readers see the old or the new
+    file, never a part; the old file stays valid until the new one is complete."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(handle, 0o644)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(handle, "wb") as out:
+            write(out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically replace ``path`` with ``text`` (UTF-8)."""
+    write_atomically(path, lambda out: out.write(text.encode("utf-8")))
 
 
 def write_json(path: Path, payload: dict) -> None:

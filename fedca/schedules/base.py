@@ -39,3 +39,18 @@ def ramp(start: Dict[str, float], end: Dict[str, float | None], fraction: float)
     """Each value moved ``fraction`` of the way from start to its end value (None: stays)."""
     return {key: value if end.get(key) is None else value + (end[key] - value) * fraction
             for key, value in start.items()}
+
+
+class RampSchedule(Schedule):
+    """Each value moves from its start to its ``end`` value (None: stays) along ``ease``."""
+
+    def __init__(self, start: Dict[str, float], rounds: int, end: Dict[str, float | None]):
+        super().__init__(start, rounds)
+        self.end = dict(end)
+
+    def ease(self, fraction: float) -> float:
+        """Share of the way covered when ``fraction`` of the run has elapsed."""
+        raise NotImplementedError
+
+    def values(self, round_index: int) -> Dict[str, float]:
+        return ramp(self.start, self.end, self.ease(self.progress(round_index)))

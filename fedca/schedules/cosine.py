@@ -3,17 +3,13 @@ round to its ``end_*`` value at the last round (slow at both ends)."""
 
 import math
 
-from fedca.schedules.base import Schedule, ramp
+from fedca.schedules.base import RampSchedule
 
 
-class CosineSchedule(Schedule):
+class CosineSchedule(RampSchedule):
     """v(t) = v0 + (v1 - v0) * (1 - cos(pi * t / (rounds - 1))) / 2."""
 
     name = "cosine"
 
-    def __init__(self, start, rounds, end):
-        super().__init__(start, rounds)
-        self.end = dict(end)
-
-    def values(self, round_index):
-        return ramp(self.start, self.end, (1 - math.cos(math.pi * self.progress(round_index))) / 2)
+    def ease(self, fraction):
+        return (1 - math.cos(math.pi * fraction)) / 2
