@@ -146,7 +146,7 @@ def _run(cfg: RunConfig, out_dir: Path) -> dict:
     started = time.time() - (checkpoint["wall_seconds"] if checkpoint else 0.0)
     data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed, progress=cfg.progress)
     backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers))
-    aggregator = build_aggregator(cfg.agg)
+    aggregator = build_aggregator(cfg.agg, cfg.model.mlp_layers)
     columns = {"name": cfg.protocol.name, "ties": cfg.protocol.ties, "select_by": cfg.protocol.select_by,
                "shared_val_test_negatives": cfg.protocol.shared_val_test_negatives,
                "train_negatives_exclude_eval": cfg.protocol.train_negatives_exclude_eval,

@@ -43,8 +43,8 @@ def _engine_and_oracle(data, cfg, dtype=torch.float64):
     start = Population(user=start.user.to(dtype), items=start.items.to(dtype), mlp=start.mlp.to(dtype))
     settings = simulation_settings(cfg)
     engine = copy.deepcopy(start)
-    Simulation(data, engine, backbone, build_aggregator(cfg.agg), build_schedule(cfg), settings,
-               cfg.seed).run(lambda record: None)
+    aggregator = build_aggregator(cfg.agg, cfg.model.mlp_layers)
+    Simulation(data, engine, backbone, aggregator, build_schedule(cfg), settings, cfg.seed).run(lambda record: None)
     oracle = copy.deepcopy(start)
     run_oracle(oracle, data, settings, list(cfg.model.mlp_layers), cfg.agg.name, cfg.agg, cfg.seed, cfg.rounds)
     return start, engine, oracle

@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("agg,model", [("local", "fcf"), ("fedavg", "fcf"), ("fedavg", "ncf"), ("fcf", "fcf"),
                                        ("composite", "fcf"), ("composite", "ncf"), ("composite_sim_only", "fcf"),
-                                       ("composite_comp_only", "fcf")])
+                                       ("composite_comp_only", "fcf"),
+                                       ("fedper", "ncf"), ("fedatt", "fcf"), ("fedatt", "ncf")])
 def test_two_round_smoke_run_of_every_aggregator(real_data_env, tmp_path, agg, model):
     cfg = compose_run_config([f"agg={agg}", f"model={model}", "rounds=2", "progress=false", "local_epochs=2"])
     summary = run(cfg, tmp_path)

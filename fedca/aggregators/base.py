@@ -75,6 +75,8 @@ class Downloads:
     kind 'none': nothing. kind 'global': items [I, d] (and mlp [P]) for every client.
     kind 'personal': items [m, I, d] (and mlp [m, P]) for ``clients`` [m].
     A receiving client keeps ``keep_local`` of its own block: new = keep_local * own + (1 - keep_local) * sent.
+    mlp_columns [S]: when set, only these MLP entries are sent (``mlp`` holds just them, [S] or
+    [m, S]); the rest of every client's MLP never changes (personal layers).
     stats: per-round diagnostics of the aggregation weights, written into rounds.csv.
     """
 
@@ -83,6 +85,7 @@ class Downloads:
     mlp: Optional[torch.Tensor] = None
     clients: Optional[torch.Tensor] = None
     keep_local: float = 0.0
+    mlp_columns: Optional[torch.Tensor] = None
     stats: Dict[str, float] = field(default_factory=dict)
 
 
@@ -92,6 +95,11 @@ class Aggregator:
 
     name = "aggregator"
     reveals: Tuple[str, ...] = ()
+
+    def start(self, items: torch.Tensor, mlp: torch.Tensor) -> dict:
+        """The server state before round 1, given the initial shared block every client starts
+        from: items [I, d], mlp [P]. Stateless aggregators keep nothing."""
+        return {}
 
     def aggregate(self, uploads: Uploads, state: dict, ctx: RoundContext) -> Tuple[Downloads, dict]:
         raise NotImplementedError

@@ -80,6 +80,22 @@ class CompositeAggConfig(AggConfig):
 
 
 @dataclass
+class FedPerAggConfig(AggConfig):
+    """FedPer: FedAvg on the base layers; the top ``personal_layers`` MLP layers stay local."""
+
+    personal_layers: int = 2
+
+
+@dataclass
+class FedAttAggConfig(AggConfig):
+    """FedAtt: layer-wise attention aggregation (defaults = the official code)."""
+
+    step_size: float = 1.2
+    noise: float = 0.001
+    att_norm: str = "spectral"
+
+
+@dataclass
 class ScheduleConfig:
     """Per-round values of the composite weights and interpolation (conf/schedule/)."""
 
@@ -172,6 +188,8 @@ def register_configs() -> None:
     store.store(group="model", name="model_schema", node=ModelConfig)
     store.store(group="agg", name="agg_schema", node=AggConfig)
     store.store(group="agg", name="composite_schema", node=CompositeAggConfig)
+    store.store(group="agg", name="fedper_schema", node=FedPerAggConfig)
+    store.store(group="agg", name="fedatt_schema", node=FedAttAggConfig)
     store.store(group="schedule", name="schedule_schema", node=ScheduleConfig)
     store.store(group="schedule", name="ramp_schema", node=RampScheduleConfig)
     store.store(group="schedule", name="step_schema", node=StepScheduleConfig)

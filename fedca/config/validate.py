@@ -6,10 +6,10 @@ official code's ``alpha``/``beta`` names into ``w_comp``/``w_sim``.
 
 from typing import Iterable
 
-from fedca.config.schema import CompositeAggConfig, RunConfig
+from fedca.config.schema import CompositeAggConfig, FedAttAggConfig, FedPerAggConfig, RunConfig
 from fedca.errors import FedcaError
 
-AGGREGATORS = ("local", "fedavg", "fcf", "composite")
+AGGREGATORS = ("local", "fedavg", "fcf", "composite", "fedper", "fedatt")
 MODELS = ("fcf", "ncf")
 SCHEDULES = ("constant", "linear", "cosine", "step", "adaptive")
 SCHEDULED_KEYS = ("w_sim", "w_comp", "interpolation")
@@ -89,6 +89,12 @@ def _validate_agg(cfg: RunConfig) -> None:
     agg = cfg.agg
     _choice("agg.name", agg.name, AGGREGATORS)
     _choice("agg.weighting", agg.weighting, ("samples", "uniform"))
+    if isinstance(agg, FedPerAggConfig):
+        _at_least("agg.personal_layers", agg.personal_layers, 0)
+    if isinstance(agg, FedAttAggConfig):
+        _require(agg.step_size > 0, "agg.step_size", agg.step_size, "must be > 0")
+        _require(agg.noise >= 0, "agg.noise", agg.noise, "must be >= 0")
+        _choice("agg.att_norm", agg.att_norm, ("spectral", "fro"))
     if isinstance(agg, CompositeAggConfig):
         _resolve_composite_names(agg)
         for key in ("w_sim", "w_comp"):

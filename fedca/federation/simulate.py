@@ -35,16 +35,25 @@ class SimulationSettings:
 def apply_downloads(population: Population, downloads: Downloads) -> None:
     """Merge what the server sent into the clients' state (user vectors never change here)."""
     mu = downloads.keep_local
+    columns = downloads.mlp_columns
     if downloads.kind == "global":
-        for own, sent in ((population.items, downloads.items), (population.mlp, downloads.mlp)):
-            if mu:
-                own.mul_(mu).add_(sent.unsqueeze(0), alpha=1 - mu)
-            else:
-                own.copy_(sent.unsqueeze(0).expand_as(own))
+        if mu:
+            population.items.mul_(mu).add_(downloads.items.unsqueeze(0), alpha=1 - mu)
+        else:
+            population.items.copy_(downloads.items.unsqueeze(0).expand_as(population.items))
+        if columns is None:
+            population.mlp.mul_(mu).add_(downloads.mlp.unsqueeze(0), alpha=1 - mu)
+        else:
+            population.mlp[:, columns] = mu * population.mlp[:, columns] + (1 - mu) * downloads.mlp.unsqueeze(0)
     elif downloads.kind == "personal":
         clients = downloads.clients
         population.items[clients] = mu * population.items[clients] + (1 - mu) * downloads.items
-        population.mlp[clients] = mu * population.mlp[clients] + (1 - mu) * downloads.mlp
+        own_mlp = population.mlp[clients] if columns is None else population.mlp[clients][:, columns]
+        mixed = mu * own_mlp + (1 - mu) * downloads.mlp
+        if columns is None:
+            population.mlp[clients] = mixed
+        else:
+            population.mlp[clients.unsqueeze(1), columns.unsqueeze(0)] = mixed
 
 
 def sample_participants(num_clients: int, ratio: float, gen: torch.Generator) -> torch.Tensor:
@@ -68,7 +77,7 @@ class Simulation:
         self.data, self.population, self.backbone = data, population, backbone
         self.aggregator, self.schedule, self.settings = aggregator, schedule, settings
         self.gens = {name: generator(seed, name) for name in GENERATORS}
-        self.server_state: dict = {}
+        self.server_state: dict = aggregator.start(population.items[0].clone(), population.mlp[0].clone())
         self.next_round = 0
 
     @property

@@ -1,0 +1,39 @@
+"""FedPer (Arivazhagan et al., "Federated Learning with Personalization Layers", 2019; ALGORITHMS.md §2).
+
+The model is split into base layers, aggregated by FedAvg, and personalization layers that
+never leave the client. On the NCF backbone the base is the item table plus the first MLP
+layers and the personal part is the top ``personal_layers`` MLP layers (and the user vector);
+on FCF there is no personal layer beyond the user vector, so FedPer equals FedAvg.
+"""
+
+from typing import List
+
+import torch
+
+from fedca.aggregators.base import Aggregator, Downloads, data_weights
+
+
+def shared_mlp_columns(layers: List[int], personal_layers: int) -> torch.Tensor:
+    """[S] indices of the flat MLP entries (weight then bias, layer by layer) of all but the top
+    ``personal_layers`` layers of an MLP with widths ``layers``."""
+    sizes = [out * inp + out for inp, out in zip(layers[:-1], layers[1:])]
+    shared = max(0, len(sizes) - personal_layers)
+    return torch.arange(sum(sizes[:shared]))
+
+
+class FedPer(Aggregator):
+    """FedAvg on the base layers; personalization layers stay on the client."""
+
+    name = "fedper"
+
+    def __init__(self, *, mlp_layers: List[int], personal_layers: int = 2, weighting: str = "samples"):
+        if personal_layers < 0:
+            raise ValueError("personal_layers must be >= 0")
+        self.columns = shared_mlp_columns(list(mlp_layers), personal_layers) if mlp_layers else torch.arange(0)
+        self.weighting = weighting
+
+    def aggregate(self, uploads, state, ctx):
+        weights = data_weights(uploads.sample_counts, self.weighting)  # [n]
+        items = uploads.weighted_items(weights)  # [I, d]
+        mlp = uploads.weighted_mlp(weights)[self.columns]  # [S]: the base layers only
+        return Downloads(kind="global", items=items, mlp=mlp, mlp_columns=self.columns), state
