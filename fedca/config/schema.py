@@ -181,17 +181,14 @@ class RunConfig:
 
 
 def register_configs() -> None:
-    """Register the schemas that conf/ files extend (``defaults: [<name>_schema]``)."""
+    """Register the schemas that conf/ files extend (``defaults: [/schema/<group>@_here_]``)."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
-    store.store(group="dataset", name="dataset_schema", node=DatasetConfig)
-    store.store(group="model", name="model_schema", node=ModelConfig)
-    store.store(group="agg", name="agg_schema", node=AggConfig)
-    store.store(group="agg", name="composite_schema", node=CompositeAggConfig)
-    store.store(group="agg", name="fedper_schema", node=FedPerAggConfig)
-    store.store(group="agg", name="fedatt_schema", node=FedAttAggConfig)
-    store.store(group="schedule", name="schedule_schema", node=ScheduleConfig)
-    store.store(group="schedule", name="ramp_schema", node=RampScheduleConfig)
-    store.store(group="schedule", name="step_schema", node=StepScheduleConfig)
-    store.store(group="schedule", name="adaptive_schema", node=AdaptiveScheduleConfig)
-    store.store(group="protocol", name="protocol_schema", node=ProtocolConfig)
+    for group, name, node in (
+            ("schema", "dataset", DatasetConfig), ("schema", "model", ModelConfig),
+            ("schema", "protocol", ProtocolConfig),
+            ("schema/agg", "base", AggConfig), ("schema/agg", "composite", CompositeAggConfig),
+            ("schema/agg", "fedper", FedPerAggConfig), ("schema/agg", "fedatt", FedAttAggConfig),
+            ("schema/schedule", "base", ScheduleConfig), ("schema/schedule", "ramp", RampScheduleConfig),
+            ("schema/schedule", "step", StepScheduleConfig), ("schema/schedule", "adaptive", AdaptiveScheduleConfig)):
+        store.store(group=group, name=name, node=node)
