@@ -1,0 +1,210 @@
+"""Property-based fuzzing of every numeric config field through ``compose_run_config``.
+
+The numeric fields are found by walking the RunConfig dataclasses (top level, model, agg for
+agg=composite, protocol, eval, and the linear/step/adaptive schedules). Each gets hypothesis-drawn
+values (negative, zero, huge, fractional, NaN, inf) as a Hydra override ``key=value``. Property:
+``compose_run_config`` either returns a config whose value is the one given and lies in the
+range fedca/config/validate.py documents for the key, or raises FedcaError with a one-line
+message naming the key. Any other exception fails.
+
+On top of validate.py's ranges, "sane" means what every consumer of the value needs: a float is
+finite (NaN and infinity are never a learning rate, weight or threshold) and an int fits int64
+(torch and numpy take them: threads=2**63 fails in torch.set_num_threads with ValueError,
+model.latent_dim=2**63 in torch.empty with a multi-line TypeError).
+"""
+
+import dataclasses
+import math
+import typing
+
+import pytest
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
+
+from fedca.config.compose import compose_run_config
+from fedca.config.schema import (AdaptiveScheduleConfig, CompositeAggConfig, EvalConfig, ModelConfig,
+                                 ProtocolConfig, RampScheduleConfig, RunConfig, StepScheduleConfig)
+from fedca.errors import FedcaError
+
+# (prefix, schema, overrides that select it)
+SECTIONS = [
+    ("", RunConfig, ()),
+    ("model", ModelConfig, ()),
+    ("agg", CompositeAggConfig, ("agg=composite",)),
+    ("protocol", ProtocolConfig, ()),
+    ("eval", EvalConfig, ()),
+    ("schedule", RampScheduleConfig, ("schedule=linear",)),
+    ("schedule", StepScheduleConfig, ("schedule=step",)),
+    ("schedule", AdaptiveScheduleConfig, ("schedule=adaptive",)),
+]
+EXTRA_CONTEXT = {"model.mlp_layers": ("model=ncf",)}   # mlp_layers is only checked for the ncf backbone
+# how a drawn number is written into a list-valued field (the other entries keep the field valid)
+LIST_TEMPLATES = {"model.mlp_layers": "[32,{},1]", "eval.ks": "[10,{}]", "schedule.milestones": "[{}]"}
+# agg.alpha / agg.beta are the official code's names: validate() moves them into w_comp / w_sim
+RESOLVED_INTO = {"agg.alpha": "w_comp", "agg.beta": "w_sim"}
+INT64 = 2 ** 63
+
+
+def _kind(hint) -> typing.Optional[str]:
+    """'int', 'float', 'int_list' or 'float_list' for a numeric annotation, else None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union and len(args) == 1:
+        hint = args[0]
+    if hint is bool:
+        return None
+    if hint in (int, float):
+        return hint.__name__
+    if typing.get_origin(hint) in (list, typing.List) and typing.get_args(hint)[0] in (int, float):
+        return typing.get_args(hint)[0].__name__ + "_list"
+    return None
+
+
+def numeric_fields() -> list:
+    """[(key, kind, context overrides)] for every numeric field the sections hold."""
+    found = []
+    for prefix, schema, context in SECTIONS:
+        hints = typing.get_type_hints(schema)
+        for field in dataclasses.fields(schema):
+            kind = _kind(hints[field.name])
+            if kind is None:
+                continue
+            key = f"{prefix}.{field.name}" if prefix else field.name
+            found.append((key, kind, context + EXTRA_CONTEXT.get(key, ())))
+    return found
+
+
+def at_least(low):
+    return lambda v, cfg: v >= low
+
+
+def above(low):
+    return lambda v, cfg: v > low
+
+
+def ratio(v, cfg):
+    return 0 < v <= 1
+
+
+def unit(v, cfg):
+    return 0 <= v <= 1
+
+
+# the ranges fedca/config/validate.py checks, key by key (v: the composed value, cfg: the RunConfig)
+RANGES = {
+    "rounds": at_least(1), "local_epochs": at_least(1), "batch_size": at_least(1), "seed": at_least(0),
+    "eval_every": at_least(1), "clients_sample_ratio": ratio, "threads": at_least(0),
+    "checkpoint_every": at_least(0),
+    "model.latent_dim": at_least(1),
+    "model.mlp_layers": lambda v, cfg: (len(v) >= 2 and v[0] == 2 * cfg.model.latent_dim and v[-1] == 1
+                                        and all(w >= 1 for w in v)),
+    "model.lr_embedding": above(0), "model.lr_structure": above(0), "model.weight_decay": at_least(0),
+    "agg.w_sim": at_least(0), "agg.w_comp": at_least(0), "agg.alpha": at_least(0), "agg.beta": at_least(0),
+    "agg.comp_sign": lambda v, cfg: v in (1, -1),
+    "agg.k_principal": lambda v, cfg: 1 <= v <= cfg.model.latent_dim,
+    "agg.agg_clients_ratio": ratio, "agg.interpolation": unit,
+    "protocol.min_interactions": at_least(0),
+    "protocol.binarize_threshold": lambda v, cfg: True,   # any (finite) rating threshold
+    "protocol.num_eval_negatives": at_least(1), "protocol.num_train_negatives": at_least(0),
+    "protocol.early_stop_threshold": at_least(0),
+    "eval.ks": lambda v, cfg: len(v) >= 1 and all(k >= 1 for k in v) and cfg.eval.select_k in v,
+    "eval.select_k": lambda v, cfg: v in cfg.eval.ks,
+    "schedule.end_w_sim": at_least(0), "schedule.end_w_comp": at_least(0), "schedule.end_interpolation": unit,
+    "schedule.milestones": lambda v, cfg: all(m >= 1 for m in v), "schedule.gamma": above(0),
+    "schedule.rate": ratio,
+    "schedule.min_weight": lambda v, cfg: 0 <= v <= cfg.schedule.max_weight,
+    "schedule.max_weight": lambda v, cfg: cfg.schedule.min_weight <= v,
+}
+FIELDS = numeric_fields()
+
+# ordinary numbers: within int64 / finite, but negative, zero, fractional, tiny or huge
+ORDINARY = st.one_of(
+    st.sampled_from([0, 0.0, -0.0, -1, 1, 2, 0.5, -0.5, 1.5, 10, 16, 32, 1e-320, 1e308, 2 ** 62, INT64 - 1, -INT64]),
+    st.integers(-3, 40), st.integers(-INT64, INT64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False), st.floats(-2, 2))
+
+def render(value) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def sane_number(value, kind: str) -> bool:
+    if kind.startswith("float"):
+        return isinstance(value, float) and math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool) and -INT64 <= value < INT64
+
+
+def composed_value(cfg, key: str):
+    section, _, name = key.rpartition(".")
+    node = getattr(cfg, section) if section else cfg
+    if key in RESOLVED_INTO:
+        assert getattr(node, name) is None, f"{key} was not resolved"
+        name = RESOLVED_INTO[key]
+    value = getattr(node, name)
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def same_number(got, given, kind: str) -> bool:
+    """Whether the composed ``got`` is exactly the ``given`` override value (as the field's type)."""
+    if kind.startswith("float") and isinstance(given, int):
+        try:
+            given = float(given)
+        except OverflowError:
+            return False
+    if isinstance(got, float) and isinstance(given, float) and math.isnan(got):
+        return math.isnan(given)
+    return got == given and type(got) is type(given)
+
+
+def check_override(key: str, kind: str, context: tuple, value) -> None:
+    written = LIST_TEMPLATES.get(key, "{}").format(render(value))
+    override = f"{key}={written}"
+    try:
+        cfg = compose_run_config([*context, override])
+    except FedcaError as exc:
+        message = str(exc)
+        assert "\n" not in message and "\r" not in message, f"multi-line message for {override}: {message!r}"
+        assert key in message, f"the message for {override} does not name {key}: {message!r}"
+        return
+    got = composed_value(cfg, key)
+    elements = got if isinstance(got, list) else [got]
+    element = {"model.mlp_layers": 1, "eval.ks": 1, "schedule.milestones": 0}.get(key)
+    element = got if element is None else got[element]
+    assert same_number(element, value, kind), f"{override} composed to {got!r}"   # no silent conversion
+    assert all(sane_number(v, kind) for v in elements), f"{override} was accepted: {got!r} is not a sane number"
+    assert RANGES[key](got, cfg), f"{override} was accepted although validate.py documents another range"
+
+
+def test_every_numeric_field_has_a_documented_range():
+    keys = [key for key, _, _ in FIELDS]
+    assert len(keys) == len(set(keys))
+    assert set(keys) == set(RANGES), "a numeric config field without a range here, or a range for a gone field"
+    assert {"rounds", "model.lr_embedding", "agg.k_principal", "protocol.num_eval_negatives", "eval.select_k",
+            "schedule.end_w_sim", "schedule.gamma", "schedule.rate"} <= set(keys)
+
+
+def fuzz(max_examples: int) -> settings:
+    return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+                    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors])
+
+
+PER_FIELD = pytest.mark.parametrize("key,kind,context", FIELDS, ids=[key for key, _, _ in FIELDS])
+
+
+@PER_FIELD
+@fuzz(4)
+@given(value=ORDINARY)
+@example(value=-1)
+def test_ordinary_number_is_used_in_range_or_rejected_naming_the_key(key, kind, context, value):
+    check_override(key, kind, context, value)
+
+
+@pytest.mark.parametrize("key,kind,context", FIELDS, ids=[key for key, _, _ in FIELDS])
+@pytest.mark.parametrize("value", [math.nan, math.inf], ids=["nan", "inf"])
+def test_nan_and_infinity_are_rejected_naming_the_key(key, kind, context, value):
+    check_override(key, kind, context, value)
+
+
+@pytest.mark.parametrize("key,kind,context", FIELDS, ids=[key for key, _, _ in FIELDS])
+@pytest.mark.parametrize("value", [INT64, 10 ** 400], ids=["2**63", "10**400"])
+def test_numbers_beyond_int64_or_float_range_are_rejected_naming_the_key(key, kind, context, value):
+    check_override(key, kind, context, value)
