@@ -62,6 +62,20 @@ def compose_run_config(overrides: Sequence[str] = ()) -> RunConfig:
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose("config", overrides=list(overrides))
+            return to_run_config(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         raise FedcaError(f"invalid config: {one_line(exc)}") from None
-    return to_run_config(cfg)
+    except OverflowError:
+        culprit = next((o for o in overrides if _overflows(o)), "an override")
+        raise FedcaError(f"{culprit.partition('=')[0]} is out of range: the number is too large") from None
+
+
+def _overflows(override: str) -> bool:
+    """Whether the override's value is an integer literal too large for a float."""
+    try:
+        float(int(override.partition("=")[2]))
+    except OverflowError:
+        return True
+    except ValueError:
+        return False
+    return False

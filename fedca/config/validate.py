@@ -4,6 +4,8 @@ Runs before any work starts (no data is read, no output is written). Also resolv
 official code's ``alpha``/``beta`` names into ``w_comp``/``w_sim``.
 """
 
+import math
+from dataclasses import fields, is_dataclass
 from typing import Iterable
 
 from fedca.config.schema import CompositeAggConfig, FedAttAggConfig, FedPerAggConfig, RunConfig
@@ -36,6 +38,28 @@ def _at_least(key: str, value: int, low: int) -> None:
     _require(value >= low, key, value, f"must be >= {low}")
 
 
+def _check_number(key: str, value) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FedcaError(f"{key}={value!r} is out of range: must be a finite number")
+    if isinstance(value, int) and not -2 ** 63 <= value < 2 ** 63:
+        raise FedcaError(f"{key}={value!r} is out of range: must fit a 64-bit integer")
+
+
+def _sane_numbers(node, prefix: str = "") -> None:
+    """Every number anywhere in the config is finite and fits 64 bits (NaN, inf, 10**400 fail here)."""
+    for item in fields(node):
+        key, value = f"{prefix}{item.name}", getattr(node, item.name)
+        if is_dataclass(value):
+            _sane_numbers(value, f"{key}.")
+        elif isinstance(value, (list, tuple)):
+            for element in value:
+                _check_number(key, element)
+        else:
+            _check_number(key, value)
+
+
 def _validate_top(cfg: RunConfig) -> None:
     _at_least("rounds", cfg.rounds, 1)
     _at_least("local_epochs", cfg.local_epochs, 1)
@@ -46,7 +70,8 @@ def _validate_top(cfg: RunConfig) -> None:
     _choice("device", cfg.device, ("auto", "cpu", "cuda"))
     _require(cfg.checkpoint_every >= 0, "checkpoint_every", cfg.checkpoint_every,
              "must be >= 0 (0: only at the end)")
-    _require(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0: all cores, shared among parallel jobs)")
+    _require(0 <= cfg.threads <= 4096, "threads", cfg.threads,
+             "must be in [0, 4096] (0: all cores, shared among parallel jobs)")
 
 
 def _validate_dataset(cfg: RunConfig) -> None:
@@ -62,7 +87,7 @@ def _validate_dataset(cfg: RunConfig) -> None:
 def _validate_model(cfg: RunConfig) -> None:
     model = cfg.model
     _choice("model.name", model.name, MODELS)
-    _at_least("model.latent_dim", model.latent_dim, 1)
+    _require(1 <= model.latent_dim <= 65536, "model.latent_dim", model.latent_dim, "must be in [1, 65536]")
     for key in ("lr_embedding", "lr_structure"):
         _require(getattr(model, key) > 0, f"model.{key}", getattr(model, key), "must be > 0")
     _require(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, "must be >= 0")
@@ -74,13 +99,15 @@ def _validate_model(cfg: RunConfig) -> None:
         _require(layers[0] == 2 * model.latent_dim, "model.mlp_layers", layers,
                  f"the first width must be 2 * latent_dim = {2 * model.latent_dim}")
         _require(layers[-1] == 1, "model.mlp_layers", layers, "the last width must be 1")
-        _require(all(width >= 1 for width in layers), "model.mlp_layers", layers, "widths must be >= 1")
+        _require(all(1 <= width <= 65536 for width in layers), "model.mlp_layers", layers,
+                 "widths must be in [1, 65536]")
 
 
 def _resolve_composite_names(agg: CompositeAggConfig) -> None:
     for code_name, our_name in (("alpha", "w_comp"), ("beta", "w_sim")):
         code_value = getattr(agg, code_name)
         if code_value is not None:
+            _require(code_value >= 0, f"agg.{code_name}", code_value, "must be >= 0")
             setattr(agg, our_name, float(code_value))
             setattr(agg, code_name, None)
 
@@ -154,6 +181,7 @@ def _validate_eval(cfg: RunConfig) -> None:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every field's range; return the same object with alpha/beta resolved."""
+    _sane_numbers(cfg)
     _validate_top(cfg)
     _validate_dataset(cfg)
     _validate_model(cfg)

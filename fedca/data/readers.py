@@ -12,6 +12,8 @@ Ties in time are broken later by file order (``pos``).
 """
 
 import gzip
+import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +31,13 @@ def _open_text(path: Path) -> str:
     try:
         with opener(path, "rb") as handle:
             raw = handle.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise FedcaError(f"cannot read {path}: {exc}") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        start = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)  # utf-8-sig offsets skip the BOM
+        line = len(re.findall(rb"\r\n|\r|\n", raw[:start])) + 1
         raise FedcaError(f"{path}, line {line}: not valid UTF-8 text") from None
 
 
@@ -46,7 +49,7 @@ def _sniff_separator(path: Path, first_line: str) -> str:
 
 
 def _column_index(path: Path, spec: str, header_names: list, key: str) -> int:
-    if spec.isdigit():
+    if spec.isascii() and spec.isdigit():
         index = int(spec)
         if index >= len(header_names):
             raise FedcaError(f"{path}: dataset.{key}={spec} but lines have {len(header_names)} fields")
@@ -56,13 +59,21 @@ def _column_index(path: Path, spec: str, header_names: list, key: str) -> int:
     return header_names.index(spec)
 
 
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _splitter(sep: str):
+    """Field splitter: runs of blanks for a space separator, else the exact separator string."""
+    if sep == " ":
+        return lambda line: line.split()
+    return lambda line: line.split(sep)
+
+
 def _split_fields(path: Path, text: str, sep: str, header: bool) -> tuple:
-    lines = text.splitlines()
-    if sep not in (" ", "\t") and len(sep) > 1:
-        lines = [line.replace(sep, "\x1f") for line in lines]
-        sep = "\x1f"
+    lines = LINE_BREAK.split(text)
+    split = _splitter(sep)
     start = 1 if header else 0
-    header_names = lines[0].split(sep) if header and lines else []
+    header_names = split(lines[0]) if header and lines else []
     body = lines[start:]
     if not any(line.strip() for line in body):
         raise FedcaError(f"{path}: the file holds no ratings")
@@ -71,7 +82,7 @@ def _split_fields(path: Path, text: str, sep: str, header: bool) -> tuple:
     for offset, line in enumerate(body):
         if not line.strip():
             continue
-        rows.append(line.rstrip("\r").split(sep) if sep != " " else line.split())
+        rows.append(split(line))
         line_numbers.append(start + offset + 1)
     width = len(rows[0])
     for fields, number in zip(rows, line_numbers):
@@ -83,17 +94,40 @@ def _split_fields(path: Path, text: str, sep: str, header: bool) -> tuple:
     return rows, np.asarray(line_numbers), header_names
 
 
+INTEGER = r"[+-]?[0-9]+(?:\.0*)?"
+INT64_LIMIT = 2 ** 63
+
+
+def _fail(path: Path, values: pd.Series, line_numbers: np.ndarray, bad: np.ndarray, what: str, rule: str):
+    row = int(np.flatnonzero(bad)[0])
+    raise FedcaError(f"{path}, line {line_numbers[row]}: {what} {values.iloc[row]!r} {rule} "
+                     f"(check dataset.sep and the columns)")
+
+
+def _integers(path: Path, values: pd.Series, line_numbers: np.ndarray, what: str) -> np.ndarray:
+    """Exact int64 parse of decimal integers (``12``, ``-3``, ``7.0``); anything else fails."""
+    text = values.str.strip()
+    shaped = text.str.fullmatch(INTEGER).fillna(False).to_numpy(dtype=bool)
+    if not shaped.all():
+        _fail(path, values, line_numbers, ~shaped, what, "is not an integer")
+    whole = text.str.replace(r"\.0*$", "", regex=True)
+    long = whole.str.lstrip("+-").str.lstrip("0").str.len().to_numpy() >= 19
+    if long.any():
+        outside = np.zeros(len(whole), dtype=bool)
+        outside[long] = [not -INT64_LIMIT <= int(v) < INT64_LIMIT for v in whole[long]]
+        if outside.any():
+            _fail(path, values, line_numbers, outside, what, "does not fit a 64-bit integer")
+    return whole.astype(np.int64).to_numpy()
+
+
 def _numeric(path: Path, values: pd.Series, line_numbers: np.ndarray, what: str, integer: bool) -> np.ndarray:
-    parsed = pd.to_numeric(values, errors="coerce")
-    bad = parsed.isna().to_numpy() | ~np.isfinite(parsed.to_numpy(dtype=float, na_value=np.nan))
-    if integer and not bad.all():
-        as_float = parsed.to_numpy(dtype=float, na_value=np.nan)
-        bad |= (as_float != np.floor(as_float)) | (np.abs(as_float) >= 2**62)
+    if integer:
+        return _integers(path, values, line_numbers, what)
+    parsed = pd.to_numeric(values.str.strip(), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    bad = ~np.isfinite(parsed)
     if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise FedcaError(f"{path}, line {line_numbers[row]}: {what} {values.iloc[row]!r} is not "
-                         f"{'an integer' if integer else 'a finite number'} (check dataset.sep and the columns)")
-    return parsed.to_numpy(dtype=np.int64 if integer else np.float64)
+        _fail(path, values, line_numbers, bad, what, "is not a finite number")
+    return parsed
 
 
 def read_ratings(path: Path, spec: DatasetConfig) -> pd.DataFrame:
