@@ -5,24 +5,23 @@ matplotlib is an optional extra (``pip install 'fedca[plots]'``); it is imported
 figure is drawn, on the Agg canvas, so no display and no pyplot global state are involved.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from fedca.errors import FedcaError
+from fedca.results.atomic import write_atomically
 from fedca.results.report import group_columns, require_group_column
 
 
-def _figure():
+def _figure(width: float = 6.4):
     """A new Agg-backed matplotlib Figure, or a FedcaError when matplotlib is missing."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise FedcaError("plots need matplotlib; install the plots extra: pip install 'fedca[plots]'") from exc
-    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    figure = Figure(figsize=(width, 4.2), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
@@ -34,19 +33,8 @@ def _integer_ticks(axis) -> None:
 
 
 def _save(figure, out: Path) -> Path:
-    """Write the figure as PNG through a temp file in the same folder, then rename over ``out``."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
-    os.fchmod(handle, 0o644)
-    os.close(handle)
-    try:
-        figure.savefig(tmp, format="png", dpi=150)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    """Write the figure as PNG atomically (temp file, fsync, rename over ``out``)."""
+    return write_atomically(Path(out), lambda handle: figure.savefig(handle, format="png", dpi=150))
 
 
 def _curve(run_dir: Path, metric: str, split: str) -> pd.Series:
@@ -68,12 +56,17 @@ def convergence_plot(run_dirs_by_label: dict[str, list[Path]], metric: str, spli
     runs (seeds) with a band of ± sample std. Returns ``out``."""
     if not run_dirs_by_label:
         raise FedcaError("no runs to plot")
-    figure = _figure()
+    many = len(run_dirs_by_label) > 6
+    figure = _figure(width=10.0 if many else 6.4)
+    from matplotlib import colormaps
+
     axes = figure.add_subplot()
-    for label, run_dirs in run_dirs_by_label.items():
+    colors = colormaps["tab20"].colors if many else colormaps["tab10"].colors
+    for index, (label, run_dirs) in enumerate(run_dirs_by_label.items()):
         curves = pd.concat([_curve(run_dir, metric, split) for run_dir in run_dirs], axis=1).sort_index()
         mean, std = curves.mean(axis=1), curves.std(axis=1, ddof=1).fillna(0.0)
-        (line,) = axes.plot(mean.index, mean.to_numpy(), label=f"{label} (n={len(run_dirs)})")
+        (line,) = axes.plot(mean.index, mean.to_numpy(), label=f"{label} (n={len(run_dirs)})",
+                            color=colors[index % len(colors)], linestyle=("-", "--")[index // len(colors) % 2])
         axes.fill_between(mean.index, (mean - std).to_numpy(), (mean + std).to_numpy(), color=line.get_color(),
                           alpha=0.2, linewidth=0)
     axes.set_title(f"{split} {metric} per round (mean ± std over seeds)")
@@ -81,7 +74,10 @@ def convergence_plot(run_dirs_by_label: dict[str, list[Path]], metric: str, spli
     _integer_ticks(axes.xaxis)
     axes.set_ylabel(f"{split} {metric}")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
+    if many:
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        axes.legend(fontsize="small")
     return _save(figure, out)
 
 
