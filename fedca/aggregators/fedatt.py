@@ -48,8 +48,8 @@ class FedAtt(Aggregator):
     def start(self, items, mlp):
         return {"items": items.clone(), "mlp": mlp.clone()}
 
-    def _mlp_layers(self, mlp: torch.Tensor):
-        """Split flat MLPs [..., P] into per-layer views shaped like the layer ([..., out, in] / [..., out])."""
+    def _mlp_layers(self):
+        """(first, end, shape) of each weight and bias in the flat MLP [P], layer by layer."""
         start = 0
         for out, inp in self.shapes:
             yield start, start + out * inp, (out, inp)
@@ -63,7 +63,7 @@ class FedAtt(Aggregator):
                                           self.noise, self.att_norm, ctx.generator)
         client_mlp = uploads.mlp(everyone)  # [n, P]
         mlp = state["mlp"].clone()
-        for first, end, shape in self._mlp_layers(mlp):
+        for first, end, shape in self._mlp_layers():
             layer, _ = attentive_step(mlp[first:end].view(shape), client_mlp[:, first:end].reshape(-1, *shape),
                                       self.step_size, self.noise, self.att_norm, ctx.generator)
             mlp[first:end] = layer.reshape(-1)

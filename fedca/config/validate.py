@@ -8,8 +8,10 @@ import math
 from dataclasses import fields, is_dataclass
 from typing import Iterable
 
+from fedca.aggregators.subspace import COMPLEMENTARITY_METRICS, SIGN_RULES
 from fedca.config.schema import CompositeAggConfig, FedAttAggConfig, FedPerAggConfig, RunConfig
 from fedca.errors import FedcaError
+from fedca.metrics.ranking import TIE_POLICIES
 
 AGGREGATORS = ("local", "fedavg", "fcf", "composite", "fedper", "fedatt")
 MODELS = ("fcf", "ncf")
@@ -127,8 +129,8 @@ def _validate_agg(cfg: RunConfig) -> None:
         for key in ("w_sim", "w_comp"):
             _require(getattr(agg, key) >= 0, f"agg.{key}", getattr(agg, key), "must be >= 0")
         _choice("agg.comp_sign", agg.comp_sign, (1, -1))
-        _choice("agg.comp_metric", agg.comp_metric, ("greedy_signed", "svd"))
-        _choice("agg.pca_sign_rule", agg.pca_sign_rule, ("scores", "components"))
+        _choice("agg.comp_metric", agg.comp_metric, COMPLEMENTARITY_METRICS)
+        _choice("agg.pca_sign_rule", agg.pca_sign_rule, SIGN_RULES)
         _require(1 <= agg.k_principal <= cfg.model.latent_dim, "agg.k_principal", agg.k_principal,
                  f"must be in [1, model.latent_dim={cfg.model.latent_dim}]")
         _ratio("agg.agg_clients_ratio", agg.agg_clients_ratio)
@@ -163,7 +165,7 @@ def _validate_protocol(cfg: RunConfig) -> None:
     _choice("protocol.duplicates", proto.duplicates, DUPLICATE_POLICIES)
     _at_least("protocol.num_eval_negatives", proto.num_eval_negatives, 1)
     _at_least("protocol.num_train_negatives", proto.num_train_negatives, 0)
-    _choice("protocol.ties", proto.ties, ("pessimistic", "optimistic", "average"))
+    _choice("protocol.ties", proto.ties, TIE_POLICIES)
     _choice("protocol.select_by", proto.select_by, ("val", "test"))
     _choice("protocol.early_stop", proto.early_stop, ("official", "off"))
     _require(proto.early_stop_threshold >= 0, "protocol.early_stop_threshold", proto.early_stop_threshold,

@@ -43,10 +43,6 @@ class Split:
     def num_items(self) -> int:
         return len(self.raw_item_ids)
 
-    @property
-    def num_interactions(self) -> int:
-        return len(self.train_items) + 2 * self.num_users
-
 
 def clean(frame: pd.DataFrame, *, binarize_threshold: float, duplicates: str, min_interactions: int,
           source: str) -> pd.DataFrame:
