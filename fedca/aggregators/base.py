@@ -1,28 +1,44 @@
 """The one aggregator interface: ``aggregate(uploads, state, ctx) -> (downloads, state)``.
 
-Shapes: n participants (training order), m clients in a personalised download, I items,
-d dims, P MLP size.
+Around it, hooks with neutral defaults for methods that need them: ``select`` (the server
+picks the participants), ``before_training`` (what participants load before training),
+``anchors`` (a pull term in the local loss) and ``experts`` (extra models whose scores are
+averaged with the client's own at evaluation).
+
+Shapes: N clients, n participants (training order), m clients in a personalised download,
+I items, d dims, P MLP size, K cluster or expert models.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from fedca.federation.population import Population
 
+USER_VECTORS = "user vectors"
+TRAINED_ITEMS = "trained item ids"
+
 
 class Uploads:
     """What the participants send: their trained item tables and MLPs, sample counts and
-    per-item training counts. User vectors are not reachable from here."""
+    per-item training counts. User vectors are reachable only when the aggregator declares
+    ``USER_VECTORS`` in its ``reveals``."""
 
     def __init__(self, population: Population, clients: torch.Tensor, sample_counts: torch.Tensor,
-                 row_keys: torch.Tensor, row_counts: torch.Tensor):
+                 row_keys: torch.Tensor, row_counts: torch.Tensor, reveal_users: bool = False):
         self._population = population
         self.clients = clients  # [n] population indices
         self.sample_counts = sample_counts  # [n] training instances per client
         self._row_keys = row_keys  # [R] position * I + item
         self._row_counts = row_counts  # [R] how often that item occurred in the client's instances
+        self._reveal_users = reveal_users
+
+    def user_vectors(self, positions: torch.Tensor) -> torch.Tensor:
+        """[m, d] trained user vectors of the participants at ``positions`` (declared methods only)."""
+        if not self._reveal_users:
+            raise PermissionError("this aggregator did not declare that the server sees user vectors")
+        return self._population.user[self.clients[positions]]
 
     @property
     def num_items(self) -> int:
@@ -72,11 +88,14 @@ class RoundContext:
 class Downloads:
     """What the server sends back and how clients merge it.
 
-    kind 'none': nothing. kind 'global': items [I, d] (and mlp [P]) for every client.
-    kind 'personal': items [m, I, d] (and mlp [m, P]) for ``clients`` [m].
+    kind 'none': nothing. kind 'global': items [I, d] (and mlp [P]) for every client, or only
+    for ``clients`` when set. kind 'personal': items [m, I, d] (and mlp [m, P]) for ``clients`` [m].
+    ``mlp=None`` sends no MLP (the clients keep theirs).
     A receiving client keeps ``keep_local`` of its own block: new = keep_local * own + (1 - keep_local) * sent.
     mlp_columns [S]: when set, only these MLP entries are sent (``mlp`` holds just them, [S] or
     [m, S]); the rest of every client's MLP never changes (personal layers).
+    user_clients [c] and user_delta [c, d]: added to those clients' user vectors (FedFast's
+    propagation; only for aggregators that declare ``USER_VECTORS``).
     stats: per-round diagnostics of the aggregation weights, written into rounds.csv.
     """
 
@@ -86,20 +105,64 @@ class Downloads:
     clients: Optional[torch.Tensor] = None
     keep_local: float = 0.0
     mlp_columns: Optional[torch.Tensor] = None
+    user_clients: Optional[torch.Tensor] = None
+    user_delta: Optional[torch.Tensor] = None
     stats: Dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class Anchors:
+    """A pull term in the participants' local loss: ``sign * strength * <kappa, theta / ||theta||>``
+    over the shared block theta = (V, Theta) (pFedGraph). items [n, I, d] and mlp [n, P] hold
+    kappa for the participants in training order."""
+
+    items: torch.Tensor
+    mlp: torch.Tensor
+    strength: float
+    sign: int
+
+
+@dataclass
+class Experts:
+    """Models whose sigmoid scores are averaged with the client's own at evaluation
+    (PerFedRec's model adaptation): items [K, I, d], mlp [K, P], and assignment [N], the model
+    each client uses."""
+
+    items: torch.Tensor
+    mlp: torch.Tensor
+    assignment: torch.Tensor
+
+
 class Aggregator:
-    """Base class. ``reveals`` names what the server sees beyond the shared block (for the
-    protocol record); it is empty when only item tables, MLPs and counts are uploaded."""
+    """Base class. ``reveals`` names what the server sees beyond the shared block and sample
+    counts (for the protocol record): ``USER_VECTORS``, ``TRAINED_ITEMS``, ..."""
 
     name = "aggregator"
     reveals: Tuple[str, ...] = ()
 
-    def start(self, items: torch.Tensor, mlp: torch.Tensor) -> dict:
+    def start(self, items: torch.Tensor, mlp: torch.Tensor, users: Optional[torch.Tensor] = None) -> dict:
         """The server state before round 1, given the initial shared block every client starts
-        from: items [I, d], mlp [P]. Stateless aggregators keep nothing."""
+        from: items [I, d], mlp [P], and users [N, d] only when the server sees user vectors.
+        Stateless aggregators keep nothing."""
         return {}
+
+    def select(self, count: int, num_clients: int, state: dict,
+               generator: torch.Generator) -> Optional[torch.Tensor]:
+        """[n] participants (ascending) the server picks for this round, or None for a uniform
+        sample of ``count`` of the ``num_clients`` clients."""
+        return None
+
+    def before_training(self, participants: torch.Tensor, state: dict, round_index: int) -> Downloads:
+        """What the participants [n] load just before local training (default: nothing)."""
+        return Downloads(kind="none")
+
+    def anchors(self, clients: torch.Tensor, state: dict) -> Optional[Anchors]:
+        """The pull term of the local loss for ``clients`` [n] (training order), or None."""
+        return None
+
+    def experts(self, state: dict) -> List[Experts]:
+        """Models averaged with each client's own at evaluation (default: none)."""
+        return []
 
     def aggregate(self, uploads: Uploads, state: dict, ctx: RoundContext) -> Tuple[Downloads, dict]:
         raise NotImplementedError

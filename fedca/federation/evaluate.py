@@ -2,39 +2,48 @@
 
 Scores are the sigmoid outputs in float32, as the official code compares them: large logits
 saturate to exactly 1.0 there, and those ties are then broken by the protocol's tie policy.
+When the aggregator names experts (PerFedRec), a client's score is the mean of the sigmoid
+scores of its own model and of each expert's model, all with the client's own user vector.
 """
 
 from typing import Dict, Sequence
 
 import torch
 
+from fedca.aggregators.base import Experts
 from fedca.data.fed_data import FedData
 from fedca.federation.population import Population
 from fedca.metrics.ranking import ranking_metrics
 from fedca.models.backbones import Backbone
 
 
-def client_scores(population: Population, backbone: Backbone, clients: torch.Tensor,
-                  items: torch.Tensor) -> torch.Tensor:
-    """Sigmoid scores [U, C] of ``items`` [U, C] for ``clients`` [U] under each client's own state."""
+def client_scores(population: Population, backbone: Backbone, clients: torch.Tensor, items: torch.Tensor,
+                  experts: Sequence[Experts] = ()) -> torch.Tensor:
+    """Sigmoid scores [U, C] of ``items`` [U, C] for ``clients`` [U] under each client's own state
+    (averaged with the experts' scores when there are any)."""
     vectors = population.items[clients.unsqueeze(1), items]  # [U, C, d]
-    logits = backbone.score(population.user[clients], vectors, population.mlp[clients])  # [U, C]
-    return torch.sigmoid(logits)
+    user = population.user[clients]  # [U, d]
+    scores = torch.sigmoid(backbone.score(user, vectors, population.mlp[clients]))  # [U, C]
+    for expert in experts:
+        model = expert.assignment.to(clients.device)[clients]  # [U]
+        expert_vectors = expert.items[model.unsqueeze(1), items]  # [U, C, d]
+        scores = scores + torch.sigmoid(backbone.score(user, expert_vectors, expert.mlp[model]))
+    return scores / (1 + len(experts))
 
 
-def _sampled(population, backbone, data, split, ks, ties, chunk):
+def _sampled(population, backbone, data, split, ks, ties, chunk, experts):
     targets = (data.val_items if split == "val" else data.test_items).to(population.items.device)
     negatives = (data.val_negatives if split == "val" else data.test_negatives).to(population.items.device)
     parts = []
     for start in range(0, data.num_users, chunk):
         clients = torch.arange(start, min(start + chunk, data.num_users), device=population.items.device)
         candidates = torch.cat([targets[clients].unsqueeze(1), negatives[clients]], dim=1)  # [U, 1 + C]
-        scores = client_scores(population, backbone, clients, candidates)
+        scores = client_scores(population, backbone, clients, candidates, experts)
         parts.append(ranking_metrics(scores[:, 0], scores[:, 1:], ks, ties))
     return parts
 
 
-def _full(population, backbone, data, split, ks, ties, chunk):
+def _full(population, backbone, data, split, ks, ties, chunk, experts):
     targets = (data.val_items if split == "val" else data.test_items).to(population.items.device)
     num_items = data.num_items
     all_items = torch.arange(num_items, device=population.items.device)
@@ -42,7 +51,7 @@ def _full(population, backbone, data, split, ks, ties, chunk):
     for start in range(0, data.num_users, chunk):
         stop = min(start + chunk, data.num_users)
         clients = torch.arange(start, stop, device=population.items.device)
-        scores = client_scores(population, backbone, clients, all_items.expand(stop - start, -1))  # [U, I]
+        scores = client_scores(population, backbone, clients, all_items.expand(stop - start, -1), experts)  # [U, I]
         counted = torch.ones(stop - start, num_items, dtype=torch.bool)
         lo, hi = torch.searchsorted(data.interacted_keys, torch.tensor([start * num_items, stop * num_items]))
         counted.view(-1)[data.interacted_keys[lo:hi] - start * num_items] = False
@@ -52,7 +61,7 @@ def _full(population, backbone, data, split, ks, ties, chunk):
 
 
 def evaluate(population: Population, backbone: Backbone, data: FedData, split: str, ks: Sequence[int],
-             ties: str, mode: str = "sampled") -> Dict[str, float]:
+             ties: str, mode: str = "sampled", experts: Sequence[Experts] = ()) -> Dict[str, float]:
     """Mean HR@K / NDCG@K over all users for ``split`` ('val' or 'test').
 
     ``mode='sampled'`` ranks the held-out item against the user's eval negatives;
@@ -60,7 +69,7 @@ def evaluate(population: Population, backbone: Backbone, data: FedData, split: s
     """
     with torch.no_grad():
         if mode == "sampled":
-            parts = _sampled(population, backbone, data, split, ks, ties, chunk=4096)
+            parts = _sampled(population, backbone, data, split, ks, ties, 4096, experts)
         else:
-            parts = _full(population, backbone, data, split, ks, ties, chunk=max(1, (1 << 22) // data.num_items))
+            parts = _full(population, backbone, data, split, ks, ties, max(1, (1 << 22) // data.num_items), experts)
     return {name: float(torch.cat([part[name] for part in parts]).mean()) for name in parts[0]}

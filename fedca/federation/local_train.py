@@ -1,4 +1,4 @@
-"""Local training of all participants at once (ALGORITHMS.md §0.3, §0.6).
+"""Local training of all participants at once (ALGORITHMS.md §0.3, §0.6, §7).
 
 Per round, each participant's item rows that its instances touch are gathered into one
 *compact table* [R, d] (rows grouped by client, in training order). Rows a client never
@@ -8,24 +8,39 @@ table and scattering it back equals training the full [I, d] table. Every step:
 * the clients still busy are a prefix of the training order (minus early-stopped ones);
 * each busy client takes its next mini-batch; the loss is the sum over clients of each
   client's mean BCE, so gradients never mix between clients;
-* Adam updates only the busy clients' rows, each with its own step counter.
+* the update rule moves only the busy clients' parameters: ``adam`` (a fresh Adam per client
+  per round, each with its own step counter, §0.3) or ``alternating_sgd`` (PFedRec, §7: a
+  plain SGD step of the score function with the item table fixed, then a plain SGD step of the
+  item rows at the new score function).
 
 The official early stop ends a client's epochs when its running-average loss (all batches
 of all epochs so far) changes by less than ``threshold`` relative to the previous epoch's.
+
+An optional pull term (``Anchors``, pFedGraph) adds ``sign * strength * <kappa, theta / ||theta||>``
+to each client's loss, theta = (V, Theta). Its gradient reaches the compact rows and the MLP;
+rows the client does not train this round stay fixed, so the term acts on the trained rows
+(with ``||theta||`` and ``<kappa, theta>`` taken over the whole block).
 """
 
 from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
+from fedca.aggregators.base import Anchors
 from fedca.federation.adam import RowAdam
 from fedca.federation.batches import RoundBatches, epoch_order
 from fedca.federation.population import Population
 from fedca.models.backbones import Backbone
 
+OPTIMIZERS = ("adam", "alternating_sgd")
+
 
 @dataclass
 class LocalSettings:
-    """Optimiser and stopping settings of local training."""
+    """Optimiser and stopping settings of local training. ``item_lr_eta`` > 0 sets the item
+    learning rate to ``lr_embedding * I * item_lr_eta`` (PFedRec's official rule), else it is
+    ``lr_embedding``."""
 
     epochs: int
     lr_embedding: float
@@ -33,6 +48,8 @@ class LocalSettings:
     weight_decay: float
     early_stop: bool
     threshold: float
+    optimizer: str = "adam"
+    item_lr_eta: float = 0.0
 
 
 @dataclass
@@ -46,6 +63,25 @@ class LocalResult:
     epochs: torch.Tensor
     row_keys: torch.Tensor
     row_counts: torch.Tensor
+
+
+@dataclass
+class Step:
+    """One mini-batch step of the busy clients. active [a] positions (CPU) and active_dev (on the
+    device); rows [a, B] compact rows of the batch (padding repeats the client's first instance);
+    target, weight [a, B] labels and per-client mean weights; runs of rows and clients sharing a
+    step counter; the busy prefix is clients [0, busy_clients) with compact rows [0, busy_rows)."""
+
+    active: torch.Tensor
+    active_dev: torch.Tensor
+    rows: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor
+    row_runs: list
+    client_runs: list
+    step_tensors: dict
+    busy_clients: int
+    busy_rows: int
 
 
 def _runs(active: torch.Tensor, steps: torch.Tensor, row_offsets: torch.Tensor) -> tuple:
@@ -64,8 +100,117 @@ def _runs(active: torch.Tensor, steps: torch.Tensor, row_offsets: torch.Tensor) 
     return [tuple(r) for r in rows], [tuple(c) for c in clients]
 
 
+class AnchorPull:
+    """Gradient of ``sign * strength * <kappa, theta> / ||theta||`` for the compact rows and MLPs.
+
+    kappa_rows [R, d] and kappa_mlp [n, P] are the anchors at the compact rows; the parts of
+    ``<kappa, theta>`` and ``||theta||^2`` from rows outside the compact table are constants
+    [n] fixed at the start of the round."""
+
+    def __init__(self, anchors: Anchors, full_items: torch.Tensor, row_owner: torch.Tensor,
+                 row_items: torch.Tensor, table: torch.Tensor, mlp: torch.Tensor):
+        self.scale = anchors.sign * anchors.strength
+        self.row_owner = row_owner.to(table.device)  # [R]
+        self.kappa_rows = anchors.items.to(table)[self.row_owner, row_items]  # [R, d]
+        self.kappa_mlp = anchors.mlp.to(mlp)  # [n, P]
+        full_dot = torch.einsum("nid,nid->n", anchors.items.to(table), full_items)  # [n]
+        full_sq = full_items.pow(2).sum((1, 2))  # [n]
+        row_dot, row_sq = self._row_sums(table, table.shape[0], mlp.shape[0])
+        self.rest_dot, self.rest_sq = full_dot - row_dot, full_sq - row_sq
+
+    def _row_sums(self, table: torch.Tensor, rows: int, clients: int) -> tuple:
+        """Per-client sums over the compact rows [0, rows): (<kappa, V>, ||V||^2), each [clients]."""
+        owner = self.row_owner[:rows]
+        dot = torch.zeros(clients, dtype=table.dtype, device=table.device)
+        sq = torch.zeros_like(dot)
+        dot.index_add_(0, owner, (self.kappa_rows[:rows] * table[:rows]).sum(1))
+        sq.index_add_(0, owner, table[:rows].pow(2).sum(1))
+        return dot, sq
+
+    def add_grads(self, table: torch.Tensor, mlp: torch.Tensor, table_grad: torch.Tensor,
+                  mlp_grad: torch.Tensor, step: Step) -> None:
+        """Add the pull's gradient for the busy clients to table_grad [R, d] and mlp_grad [n, P]."""
+        busy = step.busy_clients
+        dot, sq = self._row_sums(table, step.busy_rows, busy)
+        dot = dot + self.rest_dot[:busy] + (self.kappa_mlp[:busy] * mlp[:busy]).sum(1)
+        sq = sq + self.rest_sq[:busy] + mlp[:busy].pow(2).sum(1)
+        norm = sq.sqrt()
+        mask = torch.zeros(busy, dtype=table.dtype, device=table.device)
+        mask[step.active_dev] = 1.0
+        along = self.scale * mask / norm  # [busy]: coefficient of kappa
+        back = self.scale * mask * dot / norm.pow(3)  # [busy]: coefficient of theta
+        owner = self.row_owner[:step.busy_rows]
+        table_grad[:step.busy_rows] += (along[owner].unsqueeze(1) * self.kappa_rows[:step.busy_rows]
+                                        - back[owner].unsqueeze(1) * table[:step.busy_rows])
+        mlp_grad[:busy] += along.unsqueeze(1) * self.kappa_mlp[:busy] - back.unsqueeze(1) * mlp[:busy]
+
+
+class AdamRule:
+    """A fresh Adam per client per round over (u, V rows) at ``lr_embedding`` and the MLP at
+    ``lr_structure`` with L2 ``weight_decay`` (the official optimiser)."""
+
+    def __init__(self, table, user, mlp, backbone: Backbone, settings: LocalSettings, pull: Optional[AnchorPull]):
+        self.table, self.user, self.mlp, self.backbone, self.pull = table, user, mlp, backbone, pull
+        self.item_adam = RowAdam(table, settings.lr_embedding)
+        self.user_adam = RowAdam(user, settings.lr_embedding)
+        self.mlp_adam = RowAdam(mlp, settings.lr_structure, settings.weight_decay)
+        self.table_grad, self.user_grad = torch.zeros_like(table), torch.zeros_like(user)
+        self.mlp_grad = torch.zeros_like(mlp)
+
+    def step(self, step: Step) -> torch.Tensor:
+        """Take one step; returns the per-instance BCE [a, B]."""
+        dim = self.table.shape[1]
+        flat_rows = step.rows.reshape(-1)
+        item_vectors = self.table.index_select(0, flat_rows).view(*step.rows.shape, dim)  # [a, B, d]
+        per_instance, grad_user, grad_items, grad_mlp = self.backbone.loss_and_grads(
+            self.user.index_select(0, step.active_dev), item_vectors, self.mlp.index_select(0, step.active_dev),
+            step.target, step.weight)
+        self.table_grad.index_add_(0, flat_rows, grad_items.reshape(-1, dim))
+        self.user_grad[step.active_dev] = grad_user
+        if self.mlp.shape[1]:
+            self.mlp_grad[step.active_dev] = grad_mlp
+        if self.pull is not None:
+            self.pull.add_grads(self.table, self.mlp, self.table_grad, self.mlp_grad, step)
+        self.item_adam.step(self.table_grad, step.row_runs, step.step_tensors)
+        self.user_adam.step(self.user_grad, step.client_runs, step.step_tensors)
+        if self.mlp.shape[1]:
+            self.mlp_adam.step(self.mlp_grad, step.client_runs, step.step_tensors)
+        if self.pull is not None:
+            self.table_grad[:step.busy_rows] = 0.0
+            self.mlp_grad.zero_()
+        else:
+            self.table_grad.index_fill_(0, flat_rows, 0.0)
+        return per_instance
+
+
+class AlternatingSGDRule:
+    """PFedRec's two plain SGD steps per mini-batch: the score function (u = w_i, mlp = b_i) at
+    ``lr_structure`` with the item rows fixed, then the item rows at ``item_lr`` with the new
+    score function (no weight decay, no momentum)."""
+
+    def __init__(self, table, user, mlp, backbone: Backbone, lr_structure: float, item_lr: float):
+        self.table, self.user, self.mlp, self.backbone = table, user, mlp, backbone
+        self.lr_structure, self.item_lr = lr_structure, item_lr
+
+    def step(self, step: Step) -> torch.Tensor:
+        dim = self.table.shape[1]
+        flat_rows = step.rows.reshape(-1)
+        item_vectors = self.table.index_select(0, flat_rows).view(*step.rows.shape, dim)  # [a, B, d]
+        per_instance, grad_user, _, grad_mlp = self.backbone.loss_and_grads(
+            self.user.index_select(0, step.active_dev), item_vectors, self.mlp.index_select(0, step.active_dev),
+            step.target, step.weight)
+        self.user.index_add_(0, step.active_dev, grad_user, alpha=-self.lr_structure)
+        if self.mlp.shape[1]:
+            self.mlp.index_add_(0, step.active_dev, grad_mlp, alpha=-self.lr_structure)
+        _, _, grad_items, _ = self.backbone.loss_and_grads(
+            self.user.index_select(0, step.active_dev), item_vectors, self.mlp.index_select(0, step.active_dev),
+            step.target, step.weight)
+        self.table.index_add_(0, flat_rows, grad_items.reshape(-1, dim), alpha=-self.item_lr)
+        return per_instance
+
+
 def local_train(population: Population, batches: RoundBatches, backbone: Backbone, settings: LocalSettings,
-                shuffle: torch.Generator) -> LocalResult:
+                shuffle: torch.Generator, anchors: Optional[Anchors] = None) -> LocalResult:
     """Train every client of ``batches`` from its current state in ``population`` (updated in place)."""
     device = population.items.device
     clients = batches.clients.to(device)
@@ -81,11 +226,13 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     table = population.items[row_clients, row_items]  # [R, d]
     user = population.user[clients].clone()  # [n, d]
     mlp = population.mlp[clients].clone()  # [n, P]
-    item_adam = RowAdam(table, settings.lr_embedding)
-    user_adam = RowAdam(user, settings.lr_embedding)
-    mlp_adam = RowAdam(mlp, settings.lr_structure, settings.weight_decay)
-    dim = table.shape[1]
-    table_grad, user_grad, mlp_grad = torch.zeros_like(table), torch.zeros_like(user), torch.zeros_like(mlp)
+    if settings.optimizer == "alternating_sgd":
+        item_lr = settings.lr_embedding * (num_items * settings.item_lr_eta if settings.item_lr_eta else 1.0)
+        rule = AlternatingSGDRule(table, user, mlp, backbone, settings.lr_structure, item_lr)
+    else:
+        pull = None if anchors is None else AnchorPull(anchors, population.items[clients], row_owner, row_items,
+                                                       table, mlp)
+        rule = AdamRule(table, user, mlp, backbone, settings, pull)
 
     instance_rows, labels = instance_rows.to(device), batches.labels.to(device)
     sizes, num_batches = batches.sizes, batches.num_batches
@@ -120,27 +267,14 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
             picked = order.index_select(0, torch.where(valid, first + position, first).reshape(-1))
             rows = instance_rows.index_select(0, picked).view(valid.shape)  # [a, B], padding -> own first instance
             target = labels.index_select(0, picked).view(valid.shape)  # [a, B]
-
-            flat_rows = rows.reshape(-1)
-            user_rows = user.index_select(0, active_dev)  # [a, d]
-            item_vectors = table.index_select(0, flat_rows).view(*rows.shape, dim)  # [a, B, d]
-            mlp_rows = mlp.index_select(0, active_dev)  # [a, P]
             counts = valid.sum(1)  # [a]
             weight = valid / counts.unsqueeze(1)  # [a, B]: each client's mean over its batch
-            per_instance, grad_user, grad_items, grad_mlp = backbone.loss_and_grads(
-                user_rows, item_vectors, mlp_rows, target.to(table.dtype), weight)
+            per_instance = rule.step(Step(active=active, active_dev=active_dev, rows=rows,
+                                          target=target.to(table.dtype), weight=weight, row_runs=row_runs,
+                                          client_runs=client_runs, step_tensors=step_tensors,
+                                          busy_clients=prefix, busy_rows=int(row_offsets[prefix])))
             per_client = (per_instance * valid).sum(1) / counts  # [a]
-
-            table_grad.index_add_(0, flat_rows, grad_items.reshape(-1, dim))
-            user_grad[active_dev] = grad_user
-            item_adam.step(table_grad, row_runs, step_tensors)
-            user_adam.step(user_grad, client_runs, step_tensors)
-            if mlp.shape[1]:
-                mlp_grad[active_dev] = grad_mlp
-                mlp_adam.step(mlp_grad, client_runs, step_tensors)
-            table_grad.index_fill_(0, flat_rows, 0.0)
-            batch_losses = per_client.detach().double().cpu()
-            loss_sum[active] += batch_losses * counts.cpu()
+            loss_sum[active] += per_client.detach().double().cpu() * counts.cpu()
             seen[active] += counts.cpu().double()
 
         running = loss_sum / seen.clamp(min=1)

@@ -6,7 +6,7 @@ from typing import Callable, Dict, Sequence
 
 import torch
 
-from fedca.aggregators.base import Aggregator, Downloads, RoundContext, Uploads
+from fedca.aggregators.base import USER_VECTORS, Aggregator, Downloads, RoundContext, Uploads
 from fedca.data.fed_data import FedData
 from fedca.errors import FedcaError
 from fedca.federation.batches import build_round
@@ -33,27 +33,31 @@ class SimulationSettings:
 
 
 def apply_downloads(population: Population, downloads: Downloads) -> None:
-    """Merge what the server sent into the clients' state (user vectors never change here)."""
+    """Merge what the server sent into the clients' state; user vectors change only by an
+    explicit ``user_delta``."""
     mu = downloads.keep_local
     columns = downloads.mlp_columns
-    if downloads.kind == "global":
+    if downloads.kind == "global" and downloads.clients is None:
         if mu:
             population.items.mul_(mu).add_(downloads.items.unsqueeze(0), alpha=1 - mu)
         else:
             population.items.copy_(downloads.items.unsqueeze(0).expand_as(population.items))
-        if columns is None:
+        if downloads.mlp is not None and columns is None:
             population.mlp.mul_(mu).add_(downloads.mlp.unsqueeze(0), alpha=1 - mu)
-        else:
+        elif downloads.mlp is not None:
             population.mlp[:, columns] = mu * population.mlp[:, columns] + (1 - mu) * downloads.mlp.unsqueeze(0)
-    elif downloads.kind == "personal":
+    elif downloads.kind in ("global", "personal"):
         clients = downloads.clients
         population.items[clients] = mu * population.items[clients] + (1 - mu) * downloads.items
-        own_mlp = population.mlp[clients] if columns is None else population.mlp[clients][:, columns]
-        mixed = mu * own_mlp + (1 - mu) * downloads.mlp
-        if columns is None:
-            population.mlp[clients] = mixed
-        else:
-            population.mlp[clients.unsqueeze(1), columns.unsqueeze(0)] = mixed
+        if downloads.mlp is not None:
+            own_mlp = population.mlp[clients] if columns is None else population.mlp[clients][:, columns]
+            mixed = mu * own_mlp + (1 - mu) * downloads.mlp
+            if columns is None:
+                population.mlp[clients] = mixed
+            else:
+                population.mlp[clients.unsqueeze(1), columns.unsqueeze(0)] = mixed
+    if downloads.user_delta is not None:
+        population.user.index_add_(0, downloads.user_clients, downloads.user_delta.to(population.user))
 
 
 def sample_participants(num_clients: int, ratio: float, gen: torch.Generator) -> torch.Tensor:
@@ -77,7 +81,9 @@ class Simulation:
         self.data, self.population, self.backbone = data, population, backbone
         self.aggregator, self.schedule, self.settings = aggregator, schedule, settings
         self.gens = {name: generator(seed, name) for name in GENERATORS}
-        self.server_state: dict = aggregator.start(population.items[0].clone(), population.mlp[0].clone())
+        self.reveal_users = USER_VECTORS in aggregator.reveals
+        users = population.user.clone() if self.reveal_users else None
+        self.server_state: dict = aggregator.start(population.items[0].clone(), population.mlp[0].clone(), users)
         self.next_round = 0
 
     @property
@@ -92,12 +98,14 @@ class Simulation:
         """
         round_index, settings, gens = self.next_round, self.settings, self.gens
         started = time.perf_counter()
-        participants = sample_participants(self.data.num_users, settings.clients_sample_ratio,
-                                           gens["client_sampling"])
+        participants = self._participants()
+        apply_downloads(self.population, self.aggregator.before_training(participants, self.server_state,
+                                                                         round_index))
         batches = build_round(self.data, participants, settings.num_train_negatives, settings.batch_size,
                               gens["train_negatives"])
+        anchors = self.aggregator.anchors(batches.clients, self.server_state)
         try:
-            local = local_train(self.population, batches, self.backbone, settings.local, gens["shuffle"])
+            local = local_train(self.population, batches, self.backbone, settings.local, gens["shuffle"], anchors)
             broken = int((~local.finite).sum())
         except NonFiniteScores as exc:
             broken = exc.clients
@@ -106,7 +114,8 @@ class Simulation:
                              f"{broken} of {participants.numel()} clients; lower model.lr_embedding / "
                              f"model.lr_structure")
         trained = time.perf_counter()
-        uploads = Uploads(self.population, batches.clients, batches.sizes, local.row_keys, local.row_counts)
+        uploads = Uploads(self.population, batches.clients, batches.sizes, local.row_keys, local.row_counts,
+                          reveal_users=self.reveal_users)
         weights = self.schedule.values(round_index)
         context = RoundContext(round=round_index, weights=weights, generator=gens["agg_sampling"])
         downloads, self.server_state = self.aggregator.aggregate(uploads, self.server_state, context)
@@ -117,14 +126,24 @@ class Simulation:
                   "local_epochs_mean": float(local.epochs.double().mean()), "schedule": weights,
                   "stats": downloads.stats}
         if (round_index + 1) % settings.eval_every == 0 or round_index == settings.rounds - 1:
+            experts = self.aggregator.experts(self.server_state)
             for split in ("val", "test"):
                 record[split] = evaluate(self.population, self.backbone, self.data, split, settings.ks,
-                                         settings.ties, settings.eval_mode)
+                                         settings.ties, settings.eval_mode, experts)
         finished = time.perf_counter()
         record.update(train_seconds=trained - started, agg_seconds=aggregated - trained,
                       eval_seconds=finished - aggregated, seconds=finished - started)
         self.next_round += 1
         return record
+
+    def _participants(self) -> torch.Tensor:
+        """[n] this round's participants: the server's pick, else a uniform sample."""
+        num_clients, ratio = self.data.num_users, self.settings.clients_sample_ratio
+        count = num_clients if ratio >= 1.0 else max(1, int(num_clients * ratio))
+        chosen = self.aggregator.select(count, num_clients, self.server_state, self.gens["client_sampling"])
+        if chosen is not None:
+            return chosen
+        return sample_participants(num_clients, ratio, self.gens["client_sampling"])
 
     def run(self, on_round: Callable[[Dict], None]) -> None:
         """Play every remaining round, calling ``on_round(record)`` after each."""
