@@ -70,10 +70,12 @@ def protocol_record(cfg: RunConfig, data_meta: dict, reveals) -> dict:
 
 def simulation_settings(cfg: RunConfig) -> SimulationSettings:
     """The round-loop and local-training settings of ``cfg``."""
-    local = LocalSettings(epochs=cfg.local_epochs, lr_embedding=cfg.model.lr_embedding,
+    epochs = cfg.model.local_epochs if cfg.model.local_epochs is not None else cfg.local_epochs
+    local = LocalSettings(epochs=epochs, lr_embedding=cfg.model.lr_embedding,
                           lr_structure=cfg.model.lr_structure, weight_decay=cfg.model.weight_decay,
                           early_stop=cfg.protocol.early_stop == "official",
-                          threshold=cfg.protocol.early_stop_threshold)
+                          threshold=cfg.protocol.early_stop_threshold, optimizer=cfg.model.optimizer,
+                          item_lr_eta=cfg.model.item_lr_eta)
     return SimulationSettings(rounds=cfg.rounds, clients_sample_ratio=cfg.clients_sample_ratio,
                               num_train_negatives=cfg.protocol.num_train_negatives, batch_size=cfg.batch_size,
                               local=local, eval_every=cfg.eval_every, ks=list(cfg.eval.ks),
@@ -145,7 +147,7 @@ def _run(cfg: RunConfig, out_dir: Path) -> dict:
     device = resolve_device(cfg.device)
     started = time.time() - (checkpoint["wall_seconds"] if checkpoint else 0.0)
     data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed, progress=cfg.progress)
-    backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers))
+    backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers), cfg.model.latent_dim)
     aggregator = build_aggregator(cfg.agg, cfg.model.mlp_layers)
     columns = {"name": cfg.protocol.name, "ties": cfg.protocol.ties, "select_by": cfg.protocol.select_by,
                "shared_val_test_negatives": cfg.protocol.shared_val_test_negatives,

@@ -36,7 +36,7 @@ def _setup(model: str, agg: str, early_stop: bool, extra=()):
 
 
 def _engine_and_oracle(data, cfg, dtype=torch.float64):
-    backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers))
+    backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers), cfg.model.latent_dim)
     start = Population.initial(data.num_users, data.num_items, cfg.model.latent_dim, backbone,
                                init=cfg.model.init, user_init=cfg.model.user_init,
                                generator=generator(cfg.seed, "init"), device=torch.device("cpu"))

@@ -44,6 +44,11 @@ class Uploads:
     def num_items(self) -> int:
         return self._population.items.shape[1]
 
+    @property
+    def num_clients(self) -> int:
+        """N, all clients of the federation (not only this round's participants)."""
+        return self._population.num_clients
+
     def item_tables(self, positions: torch.Tensor) -> torch.Tensor:
         """[m, I, d] trained item tables of the participants at ``positions`` [m]."""
         return self._population.items[self.clients[positions]]

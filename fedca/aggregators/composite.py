@@ -13,7 +13,7 @@ Per round, for a uniform subset A of m = floor(n * agg_clients_ratio) participan
 
 import torch
 
-from fedca.aggregators.base import Aggregator, Downloads, data_weights, weight_stats
+from fedca.aggregators.base import TRAINED_ITEMS, Aggregator, Downloads, data_weights, weight_stats
 from fedca.aggregators.simplex import project_rows_to_simplex
 from fedca.aggregators.subspace import (complementarity_matrix, pca1_scores, principal_bases,
                                         similarity_matrix)
@@ -23,6 +23,7 @@ class Composite(Aggregator):
     """Personalised aggregation weighted by model similarity and data complementarity."""
 
     name = "composite"
+    reveals = (TRAINED_ITEMS,)  # the bases come from the rows of this round's instances (D10)
 
     def __init__(self, *, k_principal: int = 4, agg_clients_ratio: float = 0.1, comp_sign: int = 1,
                  comp_metric: str = "greedy_signed", pca_sign_rule: str = "scores", weighting: str = "samples"):

@@ -6,7 +6,11 @@ from fedca.aggregators.fcf import FCF
 from fedca.aggregators.fedatt import FedAtt
 from fedca.aggregators.fedavg import FedAvg
 from fedca.aggregators.fedper import FedPer
+from fedca.aggregators.fedfast import FedFast
 from fedca.aggregators.local import LocalOnly
+from fedca.aggregators.perfedrec import PerFedRec
+from fedca.aggregators.pfedgraph import PFedGraph
+from fedca.aggregators.pfedrec import PFedRec
 
 
 def build_aggregator(agg_cfg, mlp_layers=()) -> Aggregator:
@@ -28,4 +32,15 @@ def build_aggregator(agg_cfg, mlp_layers=()) -> Aggregator:
     if agg_cfg.name == "fedatt":
         return FedAtt(mlp_layers=list(mlp_layers), step_size=agg_cfg.step_size, noise=agg_cfg.noise,
                       att_norm=agg_cfg.att_norm)
+    if agg_cfg.name == "pfedgraph":
+        return PFedGraph(alpha=agg_cfg.alpha, similarity=agg_cfg.similarity, lam=agg_cfg.lam,
+                         reg_sign=agg_cfg.reg_sign, weighting=agg_cfg.weighting)
+    if agg_cfg.name == "pfedrec":
+        return PFedRec(weighting=agg_cfg.weighting)
+    if agg_cfg.name == "fedfast":
+        return FedFast(delegates_ratio=agg_cfg.delegates_ratio, clusters=agg_cfg.clusters, gamma0=agg_cfg.gamma0,
+                       gamma_decay=agg_cfg.gamma_decay, weighting=agg_cfg.weighting)
+    if agg_cfg.name == "perfedrec":
+        return PerFedRec(clusters=agg_cfg.clusters, cluster_on=agg_cfg.cluster_on, sampling=agg_cfg.sampling,
+                         cluster_start_round=agg_cfg.cluster_start_round)
     raise ValueError(f"unknown aggregator {agg_cfg.name!r}")

@@ -38,7 +38,12 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    """Backbone: the score function and its local optimiser settings (§0.2–0.3)."""
+    """Backbone: the score function and its local optimiser settings (§0.2–0.3, §7).
+
+    ``optimizer``: ``adam`` (the official FedCA local training) or ``alternating_sgd``
+    (PFedRec). ``item_lr_eta`` > 0: item learning rate = lr_embedding * I * item_lr_eta (PFedRec's
+    official rule). ``local_epochs``, when set, replaces the top-level ``local_epochs`` for this
+    backbone (PFedRec trains one epoch)."""
 
     name: str = MISSING
     latent_dim: int = 16
@@ -48,6 +53,9 @@ class ModelConfig:
     weight_decay: float = 1e-3
     init: str = "official"
     user_init: str = "shared"
+    optimizer: str = "adam"
+    item_lr_eta: float = 0.0
+    local_epochs: Optional[int] = None
 
 
 @dataclass
@@ -93,6 +101,36 @@ class FedAttAggConfig(AggConfig):
     step_size: float = 1.2
     noise: float = 0.001
     att_norm: str = "spectral"
+
+
+@dataclass
+class PFedGraphAggConfig(AggConfig):
+    """pFedGraph: graph from update cosines, simplex weights, cosine pull (ALGORITHMS.md §6)."""
+
+    alpha: float = 0.8
+    similarity: str = "all"
+    lam: float = 0.01
+    reg_sign: int = -1
+
+
+@dataclass
+class FedFastAggConfig(AggConfig):
+    """FedFast: clustered delegates, update-size weighted rows, user-vector propagation (§4)."""
+
+    delegates_ratio: float = 0.1
+    clusters: int = 0
+    gamma0: float = 1.0
+    gamma_decay: float = 0.9
+
+
+@dataclass
+class PerFedRecAggConfig(AggConfig):
+    """PerFedRec: global + cluster blocks, three-model score averaging (§5)."""
+
+    clusters: int = 5
+    cluster_on: str = "user"
+    sampling: str = "code"
+    cluster_start_round: int = 3
 
 
 @dataclass
@@ -189,6 +227,8 @@ def register_configs() -> None:
             ("schema", "protocol", ProtocolConfig),
             ("schema/agg", "base", AggConfig), ("schema/agg", "composite", CompositeAggConfig),
             ("schema/agg", "fedper", FedPerAggConfig), ("schema/agg", "fedatt", FedAttAggConfig),
+            ("schema/agg", "pfedgraph", PFedGraphAggConfig), ("schema/agg", "fedfast", FedFastAggConfig),
+            ("schema/agg", "perfedrec", PerFedRecAggConfig),
             ("schema/schedule", "base", ScheduleConfig), ("schema/schedule", "ramp", RampScheduleConfig),
             ("schema/schedule", "step", StepScheduleConfig), ("schema/schedule", "adaptive", AdaptiveScheduleConfig)):
         store.store(group=group, name=name, node=node)

@@ -9,12 +9,18 @@ from dataclasses import fields, is_dataclass
 from typing import Iterable
 
 from fedca.aggregators.subspace import COMPLEMENTARITY_METRICS, SIGN_RULES
-from fedca.config.schema import CompositeAggConfig, FedAttAggConfig, FedPerAggConfig, RunConfig
+from fedca.aggregators.perfedrec import CLUSTER_FEATURES, SAMPLINGS
+from fedca.aggregators.pfedgraph import SIMILARITIES
+from fedca.config.schema import (CompositeAggConfig, FedAttAggConfig, FedFastAggConfig, FedPerAggConfig,
+                                 PerFedRecAggConfig, PFedGraphAggConfig, RunConfig)
+from fedca.federation.local_train import OPTIMIZERS
 from fedca.errors import FedcaError
 from fedca.metrics.ranking import TIE_POLICIES
 
-AGGREGATORS = ("local", "fedavg", "fcf", "composite", "fedper", "fedatt")
-MODELS = ("fcf", "ncf")
+AGGREGATORS = ("local", "fedavg", "fcf", "composite", "fedper", "fedatt", "pfedgraph", "pfedrec", "fedfast",
+               "perfedrec")
+MODELS = ("fcf", "ncf", "pfedrec")
+PFEDREC_HEAD_AGGREGATORS = ("pfedrec", "local")  # the others would average the personal bias b_i
 SCHEDULES = ("constant", "linear", "cosine", "step", "adaptive")
 SCHEDULED_KEYS = ("w_sim", "w_comp", "interpolation")
 TIME_RULES = ("column", "item_first_appearance", "file_order")
@@ -95,6 +101,12 @@ def _validate_model(cfg: RunConfig) -> None:
     _require(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, "must be >= 0")
     _choice("model.init", model.init, ("official", "small"))
     _choice("model.user_init", model.user_init, ("shared", "random"))
+    _choice("model.optimizer", model.optimizer, OPTIMIZERS)
+    _require(model.item_lr_eta >= 0, "model.item_lr_eta", model.item_lr_eta, "must be >= 0 (0: item lr = lr_embedding)")
+    if model.local_epochs is not None:
+        _at_least("model.local_epochs", model.local_epochs, 1)
+    if model.name == "pfedrec":
+        _choice("agg.name (with model=pfedrec)", cfg.agg.name, PFEDREC_HEAD_AGGREGATORS)
     if model.name == "ncf":
         layers = list(model.mlp_layers)
         _require(len(layers) >= 2, "model.mlp_layers", layers, "needs at least an input and an output width")
@@ -124,6 +136,23 @@ def _validate_agg(cfg: RunConfig) -> None:
         _require(agg.step_size > 0, "agg.step_size", agg.step_size, "must be > 0")
         _require(agg.noise >= 0, "agg.noise", agg.noise, "must be >= 0")
         _choice("agg.att_norm", agg.att_norm, ("spectral", "fro"))
+    if isinstance(agg, PFedGraphAggConfig):
+        _require(agg.alpha > 0, "agg.alpha", agg.alpha, "must be > 0")
+        _choice("agg.similarity", agg.similarity, SIMILARITIES)
+        _require(agg.lam >= 0, "agg.lam", agg.lam, "must be >= 0")
+        _choice("agg.reg_sign", agg.reg_sign, (1, -1))
+    if isinstance(agg, FedFastAggConfig):
+        _ratio("agg.delegates_ratio", agg.delegates_ratio)
+        _at_least("agg.clusters", agg.clusters, 0)
+        _require(agg.gamma0 >= 0, "agg.gamma0", agg.gamma0, "must be >= 0")
+        _require(0 <= agg.gamma_decay <= 1, "agg.gamma_decay", agg.gamma_decay, "must be in [0, 1]")
+        _require(cfg.clients_sample_ratio == 1.0, "clients_sample_ratio", cfg.clients_sample_ratio,
+                 "FedFast picks its own delegates; set agg.delegates_ratio instead")
+    if isinstance(agg, PerFedRecAggConfig):
+        _at_least("agg.clusters", agg.clusters, 1)
+        _choice("agg.cluster_on", agg.cluster_on, CLUSTER_FEATURES)
+        _choice("agg.sampling", agg.sampling, SAMPLINGS)
+        _at_least("agg.cluster_start_round", agg.cluster_start_round, 1)
     if isinstance(agg, CompositeAggConfig):
         _resolve_composite_names(agg)
         for key in ("w_sim", "w_comp"):

@@ -29,7 +29,7 @@ class Population:
         std = 1.0 if init == "official" else 0.01 / dim ** 0.5
         table = torch.randn(num_items, dim, generator=generator) * std  # [I, d]
         user_rows = num_clients if user_init == "random" else 1
-        user = torch.randn(user_rows, dim, generator=generator) * std  # [1 or N, d]
+        user = backbone.init_user(user_rows, dim, std, generator)  # [1 or N, d]
         mlp = backbone.init_mlp(generator)  # [P]
         return cls(user=user.expand(num_clients, dim).contiguous().to(device),
                    items=table.to(device).unsqueeze(0).repeat(num_clients, 1, 1),

@@ -29,6 +29,15 @@ def checked_sigmoid(logits: torch.Tensor) -> torch.Tensor:
     return prob
 
 
+def bce_and_logit_grad(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> tuple:
+    """Per-instance BCE [a, B] of sigmoid(logits) and d sum(weight * BCE) / d logits [a, B], in the
+    closed form of PyTorch's BCE and sigmoid backward: (p - y) / max(p (1 - p), 1e-12) * p (1 - p)."""
+    prob = checked_sigmoid(logits)  # [a, B]
+    loss = F.binary_cross_entropy(prob, target, reduction="none")
+    slope = (1 - prob) * prob
+    return loss, weight * (prob - target) / slope.clamp(min=1e-12) * slope
+
+
 class Backbone:
     """``score(user [a, d], items [a, B, d], mlp [a, P] | None) -> logits [a, B]``."""
 
@@ -40,6 +49,10 @@ class Backbone:
     def init_mlp(self, generator: torch.Generator) -> torch.Tensor:
         """[P] initial MLP parameters (empty when the backbone has none)."""
         return torch.zeros(0)
+
+    def init_user(self, rows: int, dim: int, std: float, generator: torch.Generator) -> torch.Tensor:
+        """[rows, d] initial user vectors: N(0, std^2), as an Embedding row."""
+        return torch.randn(rows, dim, generator=generator) * std
 
     def score(self, user: torch.Tensor, items: torch.Tensor, mlp: Optional[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -69,15 +82,39 @@ class FCF(Backbone):
         return torch.einsum("abd,ad->ab", items, user)  # [a, B]
 
     def loss_and_grads(self, user, items, mlp, target, weight):
-        """Closed form of the autograd result: d BCE(sigmoid(x)) / dx as PyTorch's BCE and sigmoid
-        backward compute it, (p - y) / max(p (1 - p), 1e-12) * p (1 - p), times the weight."""
-        prob = checked_sigmoid(self.score(user, items))  # [a, B]
-        loss = F.binary_cross_entropy(prob, target, reduction="none")
-        slope = (1 - prob) * prob
-        grad_logit = weight * (prob - target) / slope.clamp(min=1e-12) * slope  # [a, B]
+        loss, grad_logit = bce_and_logit_grad(self.score(user, items, mlp), target, weight)
         grad_items = grad_logit.unsqueeze(2) * user.unsqueeze(1)  # [a, B, d]
         grad_user = torch.einsum("ab,abd->ad", grad_logit, items)  # [a, d]
         return loss, grad_user, grad_items, None
+
+
+class PFedRecHead(FCF):
+    """PFedRec (Zhang et al., IJCAI 2023; ALGORITHMS.md §0.2, §7): logit = w_i . V[j] + b_i, no
+    user embedding. The personal score function lives in the user slot (w_i [d]) and the
+    one-entry MLP (b_i [1]); both start as PyTorch's Linear(d, 1) default, U(-1/sqrt(d), 1/sqrt(d))."""
+
+    name = "pfedrec"
+
+    def __init__(self, dim: int):
+        self.bound = 1.0 / math.sqrt(dim)
+
+    def mlp_size(self) -> int:
+        return 1
+
+    def init_mlp(self, generator):
+        return (torch.rand(1, generator=generator) * 2 - 1) * self.bound
+
+    def init_user(self, rows, dim, std, generator):
+        return (torch.rand(rows, dim, generator=generator) * 2 - 1) * self.bound
+
+    def score(self, user, items, mlp):
+        return torch.einsum("abd,ad->ab", items, user) + mlp  # [a, B]
+
+    def loss_and_grads(self, user, items, mlp, target, weight):
+        loss, grad_logit = bce_and_logit_grad(self.score(user, items, mlp), target, weight)
+        grad_items = grad_logit.unsqueeze(2) * user.unsqueeze(1)  # [a, B, d]
+        grad_user = torch.einsum("ab,abd->ad", grad_logit, items)  # [a, d]
+        return loss, grad_user, grad_items, grad_logit.sum(1, keepdim=True)  # bias grad [a, 1]
 
 
 class NCF(Backbone):
@@ -122,10 +159,12 @@ class NCF(Backbone):
         return hidden.squeeze(-1)  # [a, B]
 
 
-def build_backbone(name: str, mlp_layers: List[int]) -> Backbone:
-    """The backbone called ``name`` (``fcf`` or ``ncf``)."""
+def build_backbone(name: str, mlp_layers: List[int], dim: int = 16) -> Backbone:
+    """The backbone called ``name`` (``fcf``, ``ncf`` or ``pfedrec``; ``dim`` = latent_dim)."""
     if name == "fcf":
         return FCF()
     if name == "ncf":
         return NCF(mlp_layers)
+    if name == "pfedrec":
+        return PFedRecHead(dim)
     raise ValueError(f"unknown backbone {name!r}")

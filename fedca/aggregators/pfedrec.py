@@ -1,0 +1,33 @@
+"""PFedRec (Zhang et al., "Dual Personalization on Federated Recommendation", IJCAI 2023;
+official code Zhangcx19/IJCAI-23-PFedRec; ALGORITHMS.md §7). Use with ``model=pfedrec``.
+
+The score function (w_i, b_i) never leaves the client. The server averages the participants'
+item tables without weights; a participant loads that global table just before it trains
+(discarding last round's fine-tuned table), and it is evaluated with its own post-trained
+table: the item view is personalised by local fine-tuning.
+"""
+
+import torch
+
+from fedca.aggregators.base import Aggregator, Downloads, data_weights
+
+
+class PFedRec(Aggregator):
+    """Unweighted mean of item tables, loaded by participants before training; local inference."""
+
+    name = "pfedrec"
+
+    def __init__(self, *, weighting: str = "uniform"):
+        self.weighting = weighting
+
+    def start(self, items, mlp, users=None):
+        return {"items": items.clone()}
+
+    def before_training(self, participants, state, round_index):
+        return Downloads(kind="global", items=state["items"], clients=participants)
+
+    def aggregate(self, uploads, state, ctx):
+        weights = data_weights(uploads.sample_counts, self.weighting)  # [n]
+        items = uploads.weighted_items(weights)  # [I, d]
+        drift = float((items - state["items"]).norm())
+        return Downloads(kind="none", stats={"global_change": drift}), {"items": items}
