@@ -14,7 +14,8 @@ from fedca.errors import FedcaError
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_choice_of_every_group_composes(group):
     for choice in available(group):
-        extra = ["dataset.file=ratings.csv"] if (group, choice) == ("dataset", "csv") else []
+        extra = {("dataset", "csv"): ["dataset.file=ratings.csv"],
+                 ("model", "pfedrec"): ["agg=pfedrec"]}.get((group, choice), [])
         cfg = compose_run_config([f"{group}={choice}", *extra])
         assert getattr(cfg, group).name in (choice, "composite")
 
@@ -48,6 +49,28 @@ def test_out_of_range_values_fail_naming_the_key(override, key):
     extra = ["model=ncf"] if override.startswith("model.mlp") else []
     with pytest.raises(FedcaError, match=key.replace(".", r"\.")):
         compose_run_config([override, *extra])
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["agg=pfedgraph", "agg.alpha=0"], "agg.alpha"), (["agg=pfedgraph", "agg.reg_sign=0"], "agg.reg_sign"),
+    (["agg=pfedgraph", "agg.similarity=fc"], "agg.similarity"),
+    (["agg=fedfast", "agg.delegates_ratio=0"], "agg.delegates_ratio"),
+    (["agg=fedfast", "clients_sample_ratio=0.5"], "clients_sample_ratio"),
+    (["agg=perfedrec", "agg.clusters=0"], "agg.clusters"), (["agg=perfedrec", "agg.cluster_on=items"], "agg.cluster_on"),
+    (["model=pfedrec", "agg=fedavg"], "agg.name"), (["model=pfedrec", "agg=pfedrec", "model.item_lr_eta=-1"],
+                                                    "model.item_lr_eta"),
+    (["model.optimizer=sgd"], "model.optimizer"), (["model.local_epochs=0"], "model.local_epochs"),
+])
+def test_baseline_settings_out_of_range_fail_naming_the_key(overrides, key):
+    with pytest.raises(FedcaError, match=key.replace(".", r"\.")):
+        compose_run_config(overrides)
+
+
+def test_pfedrec_backbone_trains_one_epoch_whatever_the_top_level_says():
+    from fedca.run import simulation_settings
+    cfg = compose_run_config(["model=pfedrec", "agg=pfedrec", "local_epochs=10"])
+    local = simulation_settings(cfg).local
+    assert (local.epochs, local.optimizer, local.item_lr_eta) == (1, "alternating_sgd", 80.0)
 
 
 def test_unknown_key_and_wrong_type_fail_with_one_line():

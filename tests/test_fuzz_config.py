@@ -98,6 +98,7 @@ RANGES = {
     "model.mlp_layers": lambda v, cfg: (len(v) >= 2 and v[0] == 2 * cfg.model.latent_dim and v[-1] == 1
                                         and all(w >= 1 for w in v)),
     "model.lr_embedding": above(0), "model.lr_structure": above(0), "model.weight_decay": at_least(0),
+    "model.item_lr_eta": at_least(0), "model.local_epochs": at_least(1),
     "agg.w_sim": at_least(0), "agg.w_comp": at_least(0), "agg.alpha": at_least(0), "agg.beta": at_least(0),
     "agg.comp_sign": lambda v, cfg: v in (1, -1),
     "agg.k_principal": lambda v, cfg: 1 <= v <= cfg.model.latent_dim,

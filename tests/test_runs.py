@@ -18,7 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("agg,model", [("local", "fcf"), ("fedavg", "fcf"), ("fedavg", "ncf"), ("fcf", "fcf"),
                                        ("composite", "fcf"), ("composite", "ncf"), ("composite_sim_only", "fcf"),
                                        ("composite_comp_only", "fcf"),
-                                       ("fedper", "ncf"), ("fedatt", "fcf"), ("fedatt", "ncf")])
+                                       ("fedper", "ncf"), ("fedatt", "fcf"), ("fedatt", "ncf"),
+                                       ("pfedgraph", "fcf"), ("pfedgraph", "ncf"), ("pfedrec", "pfedrec"),
+                                       ("pfedrec", "fcf"), ("pfedrec", "ncf"), ("fedfast", "fcf"), ("fedfast", "ncf"),
+                                       ("perfedrec", "fcf"), ("perfedrec", "ncf")])
 def test_two_round_smoke_run_of_every_aggregator(real_data_env, tmp_path, agg, model):
     cfg = compose_run_config([f"agg={agg}", f"model={model}", "rounds=2", "progress=false", "local_epochs=2"])
     summary = run(cfg, tmp_path)
@@ -29,6 +32,13 @@ def test_two_round_smoke_run_of_every_aggregator(real_data_env, tmp_path, agg, m
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "complete"
     assert summary["selected"]["round"] in (1, 2)
     assert summary["protocol"]["name"] == "fedca"
+
+
+@pytest.mark.parametrize("agg,sees", [("fedavg", []), ("composite", ["trained item ids"]),
+                                     ("fedfast", ["user vectors"]), ("perfedrec", ["user vectors"])])
+def test_protocol_record_names_what_the_server_sees(real_data_env, tmp_path, agg, sees):
+    cfg = compose_run_config([f"agg={agg}", "rounds=1", "progress=false", "local_epochs=1"])
+    assert run(cfg, tmp_path)["protocol"]["server_sees"] == sees
 
 
 def test_composite_learns_beyond_chance_in_three_rounds(real_data_env, tmp_path):
@@ -61,7 +71,7 @@ def test_cli_run_writes_rounds_and_summary(real_data_env, tmp_path):
 def test_every_agg_config_names_an_aggregator_module_and_back():
     names = {_agg_module_name(choice) for choice in available("agg")}
     modules = {p.stem for p in (REPO / "fedca" / "aggregators").glob("*.py")} - {
-        "__init__", "base", "registry", "simplex", "subspace"}
+        "__init__", "base", "registry", "simplex", "subspace", "clustering"}
     assert names == modules
 
 

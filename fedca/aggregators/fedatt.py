@@ -45,7 +45,7 @@ class FedAtt(Aggregator):
         self.shapes = [(out, inp) for inp, out in zip(list(mlp_layers)[:-1], list(mlp_layers)[1:])]
         self.step_size, self.noise, self.att_norm = step_size, noise, att_norm
 
-    def start(self, items, mlp):
+    def start(self, items, mlp, users=None):
         return {"items": items.clone(), "mlp": mlp.clone()}
 
     def _mlp_layers(self):
