@@ -30,6 +30,7 @@ BAD_INPUTS = {
     "unknown_dataset": ({}, ["dataset=nope"], "nope"),
     "unknown_model": ({}, ["model=nope"], "nope"),
     "unknown_agg": ({}, ["agg=nope"], "nope"),
+    "unknown_method": ({}, ["+method=nope"], "nope"),
     "agg_clients_ratio_above_one": ({}, ["agg.agg_clients_ratio=1.5"], "agg.agg_clients_ratio"),
     "zero_clients_sample_ratio": ({}, ["clients_sample_ratio=0"], "clients_sample_ratio"),
     "negative_k": ({}, ["eval.ks=[-1]"], "eval.ks"),

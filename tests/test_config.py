@@ -20,6 +20,13 @@ def test_every_choice_of_every_group_composes(group):
         assert getattr(cfg, group).name in (choice, "composite")
 
 
+@pytest.mark.parametrize("method", available("method"))
+def test_every_method_preset_pairs_an_aggregator_with_its_backbone(method):
+    cfg = compose_run_config([f"+method={method}"])
+    expected = {"fedncf": ("fedavg", "ncf"), "fedper": ("fedper", "ncf"), "pfedrec": ("pfedrec", "pfedrec")}
+    assert (cfg.agg.name, cfg.model.name) == expected.get(method, (method, "fcf"))
+
+
 def test_official_alpha_beta_map_to_complementarity_and_similarity():
     cfg = compose_run_config(["agg=composite", "agg.alpha=0.7", "agg.beta=0.2"])
     assert isinstance(cfg.agg, CompositeAggConfig)

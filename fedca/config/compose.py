@@ -17,6 +17,7 @@ from fedca.config.validate import validate
 from fedca.errors import FedcaError
 
 GROUPS = ("dataset", "model", "agg", "schedule", "protocol")
+PRESET_GROUPS = ("method", "experiment")  # added with +GROUP=NAME; they set keys of the groups above
 
 
 def available(group: str) -> List[str]:
@@ -29,7 +30,7 @@ def check_group_choices(overrides: Sequence[str]) -> None:
     (comma-separated sweep values are checked one by one)."""
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in GROUPS and value:
+        if key in GROUPS + PRESET_GROUPS and value:
             for choice in value.split(","):
                 if choice not in available(key):
                     raise FedcaError(f"unknown {key} {choice!r}; choose one of: {', '.join(available(key))}")
