@@ -27,6 +27,7 @@ from fedca.data.fed_data import load_fed_data
 from fedca.errors import FedcaError
 from fedca.federation.local_train import LocalSettings
 from fedca.federation.population import Population
+from fedca.federation.privacy import PrivacySettings
 from fedca.federation.simulate import Simulation, SimulationSettings
 from fedca.models.backbones import build_backbone
 from fedca.results.checkpoint import load_checkpoint, save_checkpoint
@@ -65,7 +66,10 @@ def protocol_record(cfg: RunConfig, data_meta: dict, reveals) -> dict:
     return {**asdict(cfg.protocol), "dataset": cfg.dataset.name, "file_sha256": data_meta.get("file_sha256"),
             "official_checksum_match": data_meta.get("official_checksum_match"), "eval_mode": cfg.eval.mode,
             "ks": list(cfg.eval.ks), "model_init": cfg.model.init, "user_init": cfg.model.user_init,
-            "server_sees": list(reveals), "merge": "on receipt (the same state is evaluated and trained on)"}
+            "server_sees": list(reveals), "merge": "on receipt (the same state is evaluated and trained on)",
+            "privacy": {**asdict(cfg.privacy), "noised": "the uploaded (V, Theta): clipped update + Gaussian noise; "
+                                                          "sample counts and server_sees items are sent as they are"}
+            if cfg.privacy.clip is not None or cfg.privacy.noise_multiplier > 0 else None}
 
 
 def simulation_settings(cfg: RunConfig) -> SimulationSettings:
@@ -79,7 +83,9 @@ def simulation_settings(cfg: RunConfig) -> SimulationSettings:
     return SimulationSettings(rounds=cfg.rounds, clients_sample_ratio=cfg.clients_sample_ratio,
                               num_train_negatives=cfg.protocol.num_train_negatives, batch_size=cfg.batch_size,
                               local=local, eval_every=cfg.eval_every, ks=list(cfg.eval.ks),
-                              ties=cfg.protocol.ties, eval_mode=cfg.eval.mode)
+                              ties=cfg.protocol.ties, eval_mode=cfg.eval.mode,
+                              privacy=PrivacySettings(clip=cfg.privacy.clip,
+                                                      noise_multiplier=cfg.privacy.noise_multiplier))
 
 
 def _comparable(cfg: RunConfig) -> dict:

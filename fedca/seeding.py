@@ -4,7 +4,8 @@ import hashlib
 
 import torch
 
-PURPOSES = ("eval_negatives", "train_negatives", "shuffle", "client_sampling", "agg_sampling", "init")
+PURPOSES = ("eval_negatives", "train_negatives", "shuffle", "client_sampling", "agg_sampling", "init", "privacy",
+            "holdout", "adapt")
 
 
 def generator(seed: int, purpose: str) -> torch.Generator:

@@ -26,8 +26,12 @@ class Uploads:
     ``USER_VECTORS`` in its ``reveals``."""
 
     def __init__(self, population: Population, clients: torch.Tensor, sample_counts: torch.Tensor,
-                 row_keys: torch.Tensor, row_counts: torch.Tensor, reveal_users: bool = False):
+                 row_keys: torch.Tensor, row_counts: torch.Tensor, reveal_users: bool = False,
+                 shared: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+        """``shared``: the blocks the participants actually send (items [n, I, d], mlp [n, P]) when
+        they differ from their own state (privacy noise); by default the trained state itself."""
         self._population = population
+        self._shared = shared
         self.clients = clients  # [n] population indices
         self.sample_counts = sample_counts  # [n] training instances per client
         self._row_keys = row_keys  # [R] position * I + item
@@ -50,15 +54,21 @@ class Uploads:
         return self._population.num_clients
 
     def item_tables(self, positions: torch.Tensor) -> torch.Tensor:
-        """[m, I, d] trained item tables of the participants at ``positions`` [m]."""
+        """[m, I, d] uploaded item tables of the participants at ``positions`` [m]."""
+        if self._shared is not None:
+            return self._shared[0][positions]
         return self._population.items[self.clients[positions]]
 
     def mlp(self, positions: torch.Tensor) -> torch.Tensor:
-        """[m, P] trained MLP parameters of the participants at ``positions`` [m]."""
+        """[m, P] uploaded MLP parameters of the participants at ``positions`` [m]."""
+        if self._shared is not None:
+            return self._shared[1][positions]
         return self._population.mlp[self.clients[positions]]
 
     def weighted_items(self, weights: torch.Tensor) -> torch.Tensor:
         """[I, d] = sum_i weights[i] * V_i over all participants (weights [n]), without copying tables."""
+        if self._shared is not None:
+            return torch.einsum("n,nid->id", weights.to(self._shared[0]), self._shared[0])  # [I, d]
         full = torch.zeros(self._population.num_clients, dtype=self._population.items.dtype,
                            device=self._population.items.device)
         full[self.clients] = weights.to(full)
@@ -66,7 +76,7 @@ class Uploads:
 
     def weighted_mlp(self, weights: torch.Tensor) -> torch.Tensor:
         """[P] = sum_i weights[i] * Theta_i over all participants."""
-        return weights.to(self._population.mlp) @ self._population.mlp[self.clients]
+        return weights.to(self._population.mlp) @ self.mlp(torch.arange(self.clients.numel()))
 
     def item_counts(self, positions: torch.Tensor) -> torch.Tensor:
         """[m, I] multiplicity of each item in the training instances of the participants at ``positions``."""

@@ -195,6 +195,16 @@ class EvalConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Per-client clipping and Gaussian noise on the uploaded (V, Theta) (fedca/federation/privacy.py):
+    ``clip`` bounds each client's update norm (None: no clipping), the noise std is
+    ``noise_multiplier * clip``."""
+
+    clip: Optional[float] = None
+    noise_multiplier: float = 0.0
+
+
+@dataclass
 class RunConfig:
     """The whole run. Top-level names are the ones users type on the command line."""
 
@@ -204,6 +214,7 @@ class RunConfig:
     schedule: ScheduleConfig = MISSING
     protocol: ProtocolConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     rounds: int = 100
     local_epochs: int = 10
     batch_size: int = 256

@@ -210,6 +210,15 @@ def _validate_eval(cfg: RunConfig) -> None:
     _require(ev.select_k in ev.ks, "eval.select_k", ev.select_k, f"must be one of eval.ks={list(ev.ks)}")
 
 
+def _validate_privacy(cfg: RunConfig) -> None:
+    privacy = cfg.privacy
+    if privacy.clip is not None:
+        _require(privacy.clip > 0, "privacy.clip", privacy.clip, "must be > 0 (null: no clipping)")
+    _require(privacy.noise_multiplier >= 0, "privacy.noise_multiplier", privacy.noise_multiplier, "must be >= 0")
+    if privacy.noise_multiplier > 0 and privacy.clip is None:
+        raise FedcaError("privacy.noise_multiplier > 0 needs privacy.clip: the noise std is noise_multiplier * clip")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every field's range; return the same object with alpha/beta resolved."""
     _sane_numbers(cfg)
@@ -220,5 +229,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     _validate_schedule(cfg)
     _validate_protocol(cfg)
     _validate_eval(cfg)
+    _validate_privacy(cfg)
     return cfg
 

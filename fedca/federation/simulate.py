@@ -1,7 +1,7 @@
 """The round loop: sample ► local_train ► upload ► aggregate ► merge ► evaluate ► record."""
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Sequence
 
 import torch
@@ -13,6 +13,7 @@ from fedca.federation.batches import build_round
 from fedca.federation.evaluate import evaluate
 from fedca.federation.local_train import LocalSettings, local_train
 from fedca.federation.population import Population
+from fedca.federation.privacy import PrivacySettings, privatize
 from fedca.models.backbones import Backbone, NonFiniteScores
 from fedca.seeding import generator
 
@@ -30,6 +31,7 @@ class SimulationSettings:
     ks: Sequence[int]
     ties: str
     eval_mode: str
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
 
 def apply_downloads(population: Population, downloads: Downloads) -> None:
@@ -68,7 +70,7 @@ def sample_participants(num_clients: int, ratio: float, gen: torch.Generator) ->
     return torch.sort(torch.randperm(num_clients, generator=gen)[:count]).values
 
 
-GENERATORS = ("client_sampling", "train_negatives", "shuffle", "agg_sampling")
+GENERATORS = ("client_sampling", "train_negatives", "shuffle", "agg_sampling", "privacy")
 
 
 class Simulation:
@@ -104,6 +106,8 @@ class Simulation:
         batches = build_round(self.data, participants, settings.num_train_negatives, settings.batch_size,
                               gens["train_negatives"])
         anchors = self.aggregator.anchors(batches.clients, self.server_state)
+        if settings.privacy.active:
+            start_blocks = (self.population.items[batches.clients], self.population.mlp[batches.clients])
         try:
             local = local_train(self.population, batches, self.backbone, settings.local, gens["shuffle"], anchors)
             broken = int((~local.finite).sum())
@@ -114,8 +118,13 @@ class Simulation:
                              f"{broken} of {participants.numel()} clients; lower model.lr_embedding / "
                              f"model.lr_structure")
         trained = time.perf_counter()
+        shared, privacy_stats = None, {}
+        if settings.privacy.active:
+            *shared, privacy_stats = privatize(*start_blocks, self.population.items[batches.clients],
+                                               self.population.mlp[batches.clients], settings.privacy,
+                                               gens["privacy"])
         uploads = Uploads(self.population, batches.clients, batches.sizes, local.row_keys, local.row_counts,
-                          reveal_users=self.reveal_users)
+                          reveal_users=self.reveal_users, shared=shared)
         weights = self.schedule.values(round_index)
         context = RoundContext(round=round_index, weights=weights, generator=gens["agg_sampling"])
         downloads, self.server_state = self.aggregator.aggregate(uploads, self.server_state, context)
@@ -124,7 +133,7 @@ class Simulation:
         aggregated = time.perf_counter()
         record = {"round": round_index + 1, "train_loss": float(local.losses.mean()),
                   "local_epochs_mean": float(local.epochs.double().mean()), "schedule": weights,
-                  "stats": downloads.stats}
+                  "stats": downloads.stats, "privacy": privacy_stats}
         if (round_index + 1) % settings.eval_every == 0 or round_index == settings.rounds - 1:
             experts = self.aggregator.experts(self.server_state)
             for split in ("val", "test"):

@@ -43,6 +43,7 @@ class RunFolder:
                   "eval_seconds": record["eval_seconds"]}
         common.update({f"schedule_{k}": v for k, v in record["schedule"].items()})
         common.update({f"agg_{k}": v for k, v in record["stats"].items()})
+        common.update({f"privacy_{k}": v for k, v in record.get("privacy", {}).items()})
         for split in ("val", "test"):
             if split in record:
                 row = dict(common, split=split, **record[split])
