@@ -6,7 +6,7 @@ When the aggregator names experts (PerFedRec), a client's score is the mean of t
 scores of its own model and of each expert's model, all with the client's own user vector.
 """
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
@@ -31,45 +31,57 @@ def client_scores(population: Population, backbone: Backbone, clients: torch.Ten
     return scores / (1 + len(experts))
 
 
-def _sampled(population, backbone, data, split, ks, ties, chunk, experts):
+def _sampled(population, backbone, data, split, ks, ties, chunks, experts):
     targets = (data.val_items if split == "val" else data.test_items).to(population.items.device)
     negatives = (data.val_negatives if split == "val" else data.test_negatives).to(population.items.device)
     parts = []
-    for start in range(0, data.num_users, chunk):
-        clients = torch.arange(start, min(start + chunk, data.num_users), device=population.items.device)
+    for clients in chunks:
         candidates = torch.cat([targets[clients].unsqueeze(1), negatives[clients]], dim=1)  # [U, 1 + C]
         scores = client_scores(population, backbone, clients, candidates, experts)
         parts.append(ranking_metrics(scores[:, 0], scores[:, 1:], ks, ties))
     return parts
 
 
-def _full(population, backbone, data, split, ks, ties, chunk, experts):
-    targets = (data.val_items if split == "val" else data.test_items).to(population.items.device)
+def interacted_mask(data: FedData, clients: torch.Tensor) -> torch.Tensor:
+    """[U, I] bool: True where client ``clients[u]`` interacted with the item (any split)."""
     num_items = data.num_items
-    all_items = torch.arange(num_items, device=population.items.device)
+    keys = data.interacted_keys
+    lo = torch.searchsorted(keys, clients * num_items)  # [U]
+    hi = torch.searchsorted(keys, (clients + 1) * num_items)
+    counts = hi - lo
+    within = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    found = keys[torch.repeat_interleave(lo, counts) + within]  # keys of every interaction of the chunk
+    mask = torch.zeros(clients.numel(), num_items, dtype=torch.bool)
+    mask[torch.repeat_interleave(torch.arange(clients.numel()), counts), found % num_items] = True
+    return mask
+
+
+def _full(population, backbone, data, split, ks, ties, chunks, experts):
+    targets = (data.val_items if split == "val" else data.test_items).to(population.items.device)
+    all_items = torch.arange(data.num_items, device=population.items.device)
     parts = []
-    for start in range(0, data.num_users, chunk):
-        stop = min(start + chunk, data.num_users)
-        clients = torch.arange(start, stop, device=population.items.device)
-        scores = client_scores(population, backbone, clients, all_items.expand(stop - start, -1), experts)  # [U, I]
-        counted = torch.ones(stop - start, num_items, dtype=torch.bool)
-        lo, hi = torch.searchsorted(data.interacted_keys, torch.tensor([start * num_items, stop * num_items]))
-        counted.view(-1)[data.interacted_keys[lo:hi] - start * num_items] = False
+    for clients in chunks:
+        scores = client_scores(population, backbone, clients, all_items.expand(clients.numel(), -1), experts)  # [U, I]
+        counted = ~interacted_mask(data, clients.cpu())
         target_scores = scores.gather(1, targets[clients].unsqueeze(1)).squeeze(1)
         parts.append(ranking_metrics(target_scores, scores, ks, ties, other_mask=counted.to(scores.device)))
     return parts
 
 
 def evaluate(population: Population, backbone: Backbone, data: FedData, split: str, ks: Sequence[int],
-             ties: str, mode: str = "sampled", experts: Sequence[Experts] = ()) -> Dict[str, float]:
-    """Mean HR@K / NDCG@K over all users for ``split`` ('val' or 'test').
+             ties: str, mode: str = "sampled", experts: Sequence[Experts] = (),
+             clients: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """Mean HR@K / NDCG@K over ``clients`` [U] (default: all users) for ``split`` ('val' or 'test').
 
     ``mode='sampled'`` ranks the held-out item against the user's eval negatives;
     ``mode='full'`` against every item the user never interacted with.
     """
+    everyone = torch.arange(data.num_users) if clients is None else clients.cpu()
+    chunk = 4096 if mode == "sampled" else max(1, (1 << 22) // data.num_items)
+    chunks = [part.to(population.items.device) for part in torch.split(everyone, chunk)]
     with torch.no_grad():
         if mode == "sampled":
-            parts = _sampled(population, backbone, data, split, ks, ties, 4096, experts)
+            parts = _sampled(population, backbone, data, split, ks, ties, chunks, experts)
         else:
-            parts = _full(population, backbone, data, split, ks, ties, max(1, (1 << 22) // data.num_items), experts)
+            parts = _full(population, backbone, data, split, ks, ties, chunks, experts)
     return {name: float(torch.cat([part[name] for part in parts]).mean()) for name in parts[0]}
