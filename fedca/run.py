@@ -28,6 +28,7 @@ from fedca.errors import FedcaError
 from fedca.federation.local_train import LocalSettings
 from fedca.federation.population import Population
 from fedca.federation.privacy import PrivacySettings
+from fedca.federation.unseen import UnseenSettings
 from fedca.federation.simulate import Simulation, SimulationSettings
 from fedca.models.backbones import build_backbone
 from fedca.results.checkpoint import load_checkpoint, save_checkpoint
@@ -69,7 +70,10 @@ def protocol_record(cfg: RunConfig, data_meta: dict, reveals) -> dict:
             "server_sees": list(reveals), "merge": "on receipt (the same state is evaluated and trained on)",
             "privacy": {**asdict(cfg.privacy), "noised": "the uploaded (V, Theta): clipped update + Gaussian noise; "
                                                           "sample counts and server_sees items are sent as they are"}
-            if cfg.privacy.clip is not None or cfg.privacy.noise_multiplier > 0 else None}
+            if cfg.privacy.clip is not None or cfg.privacy.noise_multiplier > 0 else None,
+            "unseen_clients": {"share": cfg.eval.holdout_clients, "adapt_epochs": cfg.eval.adapt_steps,
+                               "cold_start": "Aggregator.cold_start, then local fine-tuning on own training data"}
+            if cfg.eval.holdout_clients > 0 else None}
 
 
 def simulation_settings(cfg: RunConfig) -> SimulationSettings:
@@ -85,7 +89,9 @@ def simulation_settings(cfg: RunConfig) -> SimulationSettings:
                               local=local, eval_every=cfg.eval_every, ks=list(cfg.eval.ks),
                               ties=cfg.protocol.ties, eval_mode=cfg.eval.mode,
                               privacy=PrivacySettings(clip=cfg.privacy.clip,
-                                                      noise_multiplier=cfg.privacy.noise_multiplier))
+                                                      noise_multiplier=cfg.privacy.noise_multiplier),
+                              unseen=UnseenSettings(share=cfg.eval.holdout_clients, adapt_epochs=cfg.eval.adapt_steps,
+                                                    every_eval=cfg.eval.unseen_every_eval))
 
 
 def _comparable(cfg: RunConfig) -> dict:

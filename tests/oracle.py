@@ -55,7 +55,8 @@ class ClientModel(torch.nn.Module):
 
 def train_round(population, data, settings, layers, gens):
     """Train the round's participants one by one; returns (batches, {client: last running-average loss})."""
-    participants = sample_participants(data.num_users, settings.clients_sample_ratio, gens["client_sampling"])
+    participants = sample_participants(torch.arange(data.num_users), settings.clients_sample_ratio,
+                                       gens["client_sampling"])
     batches = build_round(data, participants, settings.num_train_negatives, settings.batch_size,
                           gens["train_negatives"])
     local = settings.local

@@ -10,7 +10,7 @@ from fedca.aggregators.base import RoundContext, Uploads
 from fedca.aggregators.fedatt import FedAtt
 from fedca.aggregators.fedper import FedPer, shared_mlp_columns
 from fedca.federation.population import Population
-from fedca.federation.simulate import apply_downloads
+from fedca.federation.merge import apply_downloads
 
 LAYERS = [8, 6, 3, 1]  # d = 4: P = 8*6+6 + 6*3+3 + 3*1+1 = 79
 

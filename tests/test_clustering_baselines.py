@@ -10,7 +10,7 @@ from fedca.aggregators.fedfast import FedFast
 from fedca.aggregators.perfedrec import PerFedRec, code_sample
 from fedca.federation.evaluate import client_scores
 from fedca.federation.population import Population
-from fedca.federation.simulate import apply_downloads
+from fedca.federation.merge import apply_downloads
 from fedca.models.backbones import FCF
 
 

@@ -14,7 +14,7 @@ from fedca.data.fed_data import load_fed_data
 from fedca.federation.batches import build_round, epoch_order
 from fedca.federation.local_train import AnchorPull, Step, local_train
 from fedca.federation.population import Population
-from fedca.federation.simulate import apply_downloads
+from fedca.federation.merge import apply_downloads
 from fedca.models.backbones import build_backbone
 from fedca.run import simulation_settings
 from fedca.seeding import generator

@@ -182,6 +182,17 @@ class Aggregator:
     def aggregate(self, uploads: Uploads, state: dict, ctx: RoundContext) -> Tuple[Downloads, dict]:
         raise NotImplementedError
 
+    def cold_start(self, uploads: Uploads, state: dict, downloads: Downloads) -> Downloads:
+        """What a new device gets from the server after this round (``downloads`` is what the
+        round sent; ``state`` the server state after it): the global block everyone received,
+        else the data-size weighted mean of this round's uploads. Parts it does not send (user
+        vector, personal layers) stay at the device's initial template."""
+        if downloads.kind == "global" and downloads.clients is None:
+            return Downloads(kind="global", items=downloads.items, mlp=downloads.mlp,
+                             mlp_columns=downloads.mlp_columns)
+        weights = data_weights(uploads.sample_counts, "samples")  # [n]
+        return Downloads(kind="global", items=uploads.weighted_items(weights), mlp=uploads.weighted_mlp(weights))
+
 
 def data_weights(sample_counts: torch.Tensor, weighting: str) -> torch.Tensor:
     """p [n] float64: data-size weights n_i / sum n (``samples``) or 1/n (``uniform``)."""

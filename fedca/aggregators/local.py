@@ -10,3 +10,7 @@ class LocalOnly(Aggregator):
 
     def aggregate(self, uploads, state, ctx):
         return Downloads(kind="none"), state
+
+    def cold_start(self, uploads, state, downloads):
+        """No server: a new device starts from the initial model."""
+        return Downloads(kind="none")

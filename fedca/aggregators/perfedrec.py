@@ -118,3 +118,7 @@ class PerFedRec(Aggregator):
         sizes = torch.bincount(state["assignment"], minlength=self.clusters).double()
         stats = {"largest_cluster": float(sizes.max() / sizes.sum()), "clusters_used": int((sizes > 0).sum())}
         return Downloads(kind="none", stats=stats), state
+
+    def cold_start(self, uploads, state, downloads):
+        """The global block (a new device belongs to no cluster yet)."""
+        return Downloads(kind="global", items=state["items"], mlp=state["mlp"])

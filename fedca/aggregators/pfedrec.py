@@ -31,3 +31,7 @@ class PFedRec(Aggregator):
         items = uploads.weighted_items(weights)  # [I, d]
         drift = float((items - state["items"]).norm())
         return Downloads(kind="none", stats={"global_change": drift}), {"items": items}
+
+    def cold_start(self, uploads, state, downloads):
+        """The global item table; the score function stays the device's template."""
+        return Downloads(kind="global", items=state["items"])

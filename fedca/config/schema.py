@@ -187,11 +187,17 @@ class ProtocolConfig:
 
 @dataclass
 class EvalConfig:
-    """What is measured each evaluation round."""
+    """What is measured each evaluation round. ``holdout_clients``: share of users kept out of
+    all training and evaluated as new devices (``split=unseen_test``) after ``adapt_steps`` local
+    epochs of fine-tuning on their own training data; after the last round, or on every
+    evaluation round with ``unseen_every_eval``."""
 
     mode: str = "sampled"
     ks: List[int] = field(default_factory=lambda: [10])
     select_k: int = 10
+    holdout_clients: float = 0.0
+    adapt_steps: int = 5
+    unseen_every_eval: bool = False
 
 
 @dataclass

@@ -208,6 +208,8 @@ def _validate_eval(cfg: RunConfig) -> None:
     for k in ev.ks:
         _require(k >= 1, "eval.ks", list(ev.ks), "every K must be >= 1")
     _require(ev.select_k in ev.ks, "eval.select_k", ev.select_k, f"must be one of eval.ks={list(ev.ks)}")
+    _require(0.0 <= ev.holdout_clients < 1.0, "eval.holdout_clients", ev.holdout_clients, "must be in [0, 1)")
+    _at_least("eval.adapt_steps", ev.adapt_steps, 0)
 
 
 def _validate_privacy(cfg: RunConfig) -> None:

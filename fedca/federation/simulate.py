@@ -12,8 +12,10 @@ from fedca.errors import FedcaError
 from fedca.federation.batches import build_round
 from fedca.federation.evaluate import evaluate
 from fedca.federation.local_train import LocalSettings, local_train
+from fedca.federation.merge import apply_downloads
 from fedca.federation.population import Population
 from fedca.federation.privacy import PrivacySettings, privatize
+from fedca.federation.unseen import UnseenClients, UnseenSettings, holdout_clients
 from fedca.models.backbones import Backbone, NonFiniteScores
 from fedca.seeding import generator
 
@@ -32,45 +34,19 @@ class SimulationSettings:
     ties: str
     eval_mode: str
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    unseen: UnseenSettings = field(default_factory=UnseenSettings)
 
 
-def apply_downloads(population: Population, downloads: Downloads) -> None:
-    """Merge what the server sent into the clients' state; user vectors change only by an
-    explicit ``user_delta``."""
-    mu = downloads.keep_local
-    columns = downloads.mlp_columns
-    if downloads.kind == "global" and downloads.clients is None:
-        if mu:
-            population.items.mul_(mu).add_(downloads.items.unsqueeze(0), alpha=1 - mu)
-        else:
-            population.items.copy_(downloads.items.unsqueeze(0).expand_as(population.items))
-        if downloads.mlp is not None and columns is None:
-            population.mlp.mul_(mu).add_(downloads.mlp.unsqueeze(0), alpha=1 - mu)
-        elif downloads.mlp is not None:
-            population.mlp[:, columns] = mu * population.mlp[:, columns] + (1 - mu) * downloads.mlp.unsqueeze(0)
-    elif downloads.kind in ("global", "personal"):
-        clients = downloads.clients
-        population.items[clients] = mu * population.items[clients] + (1 - mu) * downloads.items
-        if downloads.mlp is not None:
-            own_mlp = population.mlp[clients] if columns is None else population.mlp[clients][:, columns]
-            mixed = mu * own_mlp + (1 - mu) * downloads.mlp
-            if columns is None:
-                population.mlp[clients] = mixed
-            else:
-                population.mlp[clients.unsqueeze(1), columns.unsqueeze(0)] = mixed
-    if downloads.user_delta is not None:
-        population.user.index_add_(0, downloads.user_clients, downloads.user_delta.to(population.user))
-
-
-def sample_participants(num_clients: int, ratio: float, gen: torch.Generator) -> torch.Tensor:
-    """[n] participants of a round: everyone when ratio is 1, else a uniform sample of floor(N * ratio)."""
+def sample_participants(eligible: torch.Tensor, ratio: float, gen: torch.Generator) -> torch.Tensor:
+    """[n] participants of a round among ``eligible`` [E] (ascending): all of them when ratio is 1,
+    else a uniform sample of floor(E * ratio)."""
     if ratio >= 1.0:
-        return torch.arange(num_clients)
-    count = max(1, int(num_clients * ratio))
-    return torch.sort(torch.randperm(num_clients, generator=gen)[:count]).values
+        return eligible
+    count = max(1, int(eligible.numel() * ratio))
+    return eligible[torch.sort(torch.randperm(eligible.numel(), generator=gen)[:count]).values]
 
 
-GENERATORS = ("client_sampling", "train_negatives", "shuffle", "agg_sampling", "privacy")
+GENERATORS = ("client_sampling", "train_negatives", "shuffle", "agg_sampling", "privacy", "adapt")
 
 
 class Simulation:
@@ -87,6 +63,12 @@ class Simulation:
         users = population.user.clone() if self.reveal_users else None
         self.server_state: dict = aggregator.start(population.items[0].clone(), population.mlp[0].clone(), users)
         self.next_round = 0
+        held_out = holdout_clients(data.num_users, settings.unseen.share, generator(seed, "holdout"))
+        self.unseen = UnseenClients(population, held_out) if held_out.numel() else None
+        eligible = torch.ones(data.num_users, dtype=torch.bool)
+        eligible[held_out] = False
+        self.training_clients = torch.nonzero(eligible).squeeze(1)  # [N - h]
+        self.cold_start = Downloads(kind="none")
 
     @property
     def finished(self) -> bool:
@@ -128,17 +110,26 @@ class Simulation:
         weights = self.schedule.values(round_index)
         context = RoundContext(round=round_index, weights=weights, generator=gens["agg_sampling"])
         downloads, self.server_state = self.aggregator.aggregate(uploads, self.server_state, context)
+        if self.unseen is not None:
+            self.cold_start = self.aggregator.cold_start(uploads, self.server_state, downloads)
         apply_downloads(self.population, downloads)
         self.schedule.observe(round_index, downloads.stats)
         aggregated = time.perf_counter()
         record = {"round": round_index + 1, "train_loss": float(local.losses.mean()),
                   "local_epochs_mean": float(local.epochs.double().mean()), "schedule": weights,
                   "stats": downloads.stats, "privacy": privacy_stats}
-        if (round_index + 1) % settings.eval_every == 0 or round_index == settings.rounds - 1:
+        last = round_index == settings.rounds - 1
+        if (round_index + 1) % settings.eval_every == 0 or last:
             experts = self.aggregator.experts(self.server_state)
+            clients = self.training_clients if self.unseen is not None else None
             for split in ("val", "test"):
                 record[split] = evaluate(self.population, self.backbone, self.data, split, settings.ks,
-                                         settings.ties, settings.eval_mode, experts)
+                                         settings.ties, settings.eval_mode, experts, clients)
+            if self.unseen is not None and (last or settings.unseen.every_eval):
+                record["unseen_test"] = self.unseen.evaluate(
+                    self.population, self.backbone, self.data, self.cold_start, settings.local,
+                    settings.unseen.adapt_epochs, settings.num_train_negatives, settings.batch_size, settings.ks,
+                    settings.ties, settings.eval_mode, gens["adapt"])
         finished = time.perf_counter()
         record.update(train_seconds=trained - started, agg_seconds=aggregated - trained,
                       eval_seconds=finished - aggregated, seconds=finished - started)
@@ -146,13 +137,16 @@ class Simulation:
         return record
 
     def _participants(self) -> torch.Tensor:
-        """[n] this round's participants: the server's pick, else a uniform sample."""
-        num_clients, ratio = self.data.num_users, self.settings.clients_sample_ratio
-        count = num_clients if ratio >= 1.0 else max(1, int(num_clients * ratio))
-        chosen = self.aggregator.select(count, num_clients, self.server_state, self.gens["client_sampling"])
-        if chosen is not None:
-            return chosen
-        return sample_participants(num_clients, ratio, self.gens["client_sampling"])
+        """[n] this round's participants: the server's pick, else a uniform sample; held-out
+        (unseen) clients never take part."""
+        eligible, ratio = self.training_clients, self.settings.clients_sample_ratio
+        count = eligible.numel() if ratio >= 1.0 else max(1, int(eligible.numel() * ratio))
+        chosen = self.aggregator.select(count, self.data.num_users, self.server_state, self.gens["client_sampling"])
+        if chosen is None:
+            return sample_participants(eligible, ratio, self.gens["client_sampling"])
+        if self.unseen is not None:
+            chosen = chosen[~torch.isin(chosen, self.unseen.clients)]
+        return chosen
 
     def run(self, on_round: Callable[[Dict], None]) -> None:
         """Play every remaining round, calling ``on_round(record)`` after each."""
@@ -162,7 +156,7 @@ class Simulation:
     def state_dict(self) -> dict:
         return {"next_round": self.next_round, "user": self.population.user, "items": self.population.items,
                 "mlp": self.population.mlp, "server_state": self.server_state,
-                "schedule": self.schedule.state_dict(),
+                "schedule": self.schedule.state_dict(), "cold_start": self.cold_start,
                 "generators": {name: gen.get_state() for name, gen in self.gens.items()}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -171,5 +165,6 @@ class Simulation:
             getattr(self.population, name).copy_(state[name])
         self.server_state = state["server_state"]
         self.schedule.load_state_dict(state["schedule"])
+        self.cold_start = state["cold_start"]
         for name, gen in self.gens.items():
             gen.set_state(state["generators"][name])

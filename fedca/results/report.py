@@ -29,8 +29,9 @@ GROUP_CHOICES = ("dataset", "model", "agg", "protocol")
 PLAIN_COLUMNS = ("run_dir", "dataset", "model", "agg", "seed", "protocol")
 COUNT_COLUMNS = ("n_seeds", "n_runs")
 METRIC_BLOCKS = (("val", "selected", "val"), ("test", "selected", "test"),
-                 ("best_test", "best_test", "test"), ("final_test", "final", "test"))
-METRIC_PATTERN = re.compile(r"^(val|test|best_test|final_test)_(\w+)@(\d+)$")
+                 ("best_test", "best_test", "test"), ("final_test", "final", "test"),
+                 ("unseen_test", "final", "unseen_test"))
+METRIC_PATTERN = re.compile(r"^(val|test|best_test|final_test|unseen_test)_(\w+)@(\d+)$")
 RUN_MARKERS = ("config.yaml", "status.json", ".hydra")
 EXECUTION_ONLY_KEYS = ("progress", "threads", "resume", "skip_done", "checkpoint_every", "device")
 INCOMPLETE_COLUMNS = ["run_dir", "status", "error"]

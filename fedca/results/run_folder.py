@@ -12,6 +12,7 @@ Every file is replaced atomically, so a killed run never leaves a half-written f
 """
 
 import io
+import math
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -44,7 +45,7 @@ class RunFolder:
         common.update({f"schedule_{k}": v for k, v in record["schedule"].items()})
         common.update({f"agg_{k}": v for k, v in record["stats"].items()})
         common.update({f"privacy_{k}": v for k, v in record.get("privacy", {}).items()})
-        for split in ("val", "test"):
+        for split in ("val", "test", "unseen_test"):
             if split in record:
                 row = dict(common, split=split, **record[split])
                 row.update({f"protocol_{k}": v for k, v in self.protocol_columns.items()})
@@ -67,10 +68,13 @@ def select_rounds(rows: List[dict], select_by: str, metric: str) -> Optional[dic
     metric_columns = [c for c in frame.columns if c.startswith(("hr@", "ndcg@"))]
     wide = frame.pivot_table(index="round", columns="split", values=metric_columns, aggfunc="first")
 
+    splits = [split for split in ("val", "test", "unseen_test") if split in set(frame["split"])]
+
     def at(round_number: int) -> dict:
+        values = {split: {m: float(wide.loc[round_number, (m, split)]) for m in metric_columns}
+                  for split in splits}
         return {"round": int(round_number),
-                **{split: {m: float(wide.loc[round_number, (m, split)]) for m in metric_columns}
-                   for split in ("val", "test")}}
+                **{split: scores for split, scores in values.items() if not any(map(math.isnan, scores.values()))}}
 
     def best(split: str) -> int:
         values = wide[(metric, split)]

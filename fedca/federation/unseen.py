@@ -1,0 +1,66 @@
+"""Unseen clients: users kept out of every training round, then evaluated as new devices.
+
+A seeded share of the users never trains. When they are evaluated, each starts from the
+state a fresh device has (the initial template: user vector, personal layers), loads what the
+server gives a new client under the method (``Aggregator.cold_start``), fine-tunes locally on
+its own training data only for ``adapt_epochs`` passes with the method's own local training,
+and is evaluated on its test item. Their rows are then put back, so nothing of this reaches
+the federation.
+
+Shapes: N clients, h held-out clients, I items, d dims, P MLP size.
+"""
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from fedca.aggregators.base import Downloads
+from fedca.data.fed_data import FedData
+from fedca.federation.batches import build_round
+from fedca.federation.evaluate import evaluate
+from fedca.federation.local_train import LocalSettings, local_train
+from fedca.federation.merge import apply_downloads
+from fedca.federation.population import Population
+from fedca.models.backbones import Backbone
+
+
+@dataclass
+class UnseenSettings:
+    """share: fraction of users held out (0: none); adapt_epochs: local passes before evaluation;
+    every_eval: also evaluate them on every evaluation round (else after the last round only)."""
+
+    share: float = 0.0
+    adapt_epochs: int = 5
+    every_eval: bool = False
+
+
+def holdout_clients(num_clients: int, share: float, generator: torch.Generator) -> torch.Tensor:
+    """[h] ascending ids of floor(N * share) users drawn uniformly with ``generator``."""
+    count = int(num_clients * share)
+    return torch.sort(torch.randperm(num_clients, generator=generator)[:count]).values
+
+
+class UnseenClients:
+    """The held-out users with their template rows (user [h, d], items [h, I, d], mlp [h, P])."""
+
+    def __init__(self, population: Population, clients: torch.Tensor):
+        self.clients = clients
+        self.template = tuple(getattr(population, name)[clients].clone() for name in ("user", "items", "mlp"))
+
+    def evaluate(self, population: Population, backbone: Backbone, data: FedData, cold_start: Downloads,
+                 local: LocalSettings, epochs: int, num_negatives: int, batch_size: int, ks, ties: str, mode: str,
+                 generator: torch.Generator) -> dict:
+        """Test HR/NDCG of the held-out users after a cold start and ``epochs`` local passes."""
+        clients = self.clients
+        saved = tuple(getattr(population, name)[clients].clone() for name in ("user", "items", "mlp"))
+        for name, rows in zip(("user", "items", "mlp"), self.template):
+            getattr(population, name)[clients] = rows
+        if cold_start.kind != "none":
+            apply_downloads(population, replace(cold_start, clients=clients, keep_local=0.0, user_clients=None,
+                                                user_delta=None))
+        batches = build_round(data, clients, num_negatives, batch_size, generator)
+        local_train(population, batches, backbone, replace(local, epochs=epochs, early_stop=False), generator)
+        metrics = evaluate(population, backbone, data, "test", ks, ties, mode, clients=clients)
+        for name, rows in zip(("user", "items", "mlp"), saved):
+            getattr(population, name)[clients] = rows
+        return metrics
