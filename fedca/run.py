@@ -31,12 +31,13 @@ from fedca.federation.privacy import PrivacySettings
 from fedca.federation.unseen import UnseenSettings
 from fedca.federation.simulate import Simulation, SimulationSettings
 from fedca.models.backbones import build_backbone
-from fedca.results.checkpoint import load_checkpoint, save_checkpoint
+from fedca.federation.warm_start import WarmStart, apply_warm_start, source_from_checkpoint
+from fedca.results.checkpoint import CHECKPOINT, SELECTED, load_checkpoint, save_checkpoint
 from fedca.results.run_folder import RunFolder, select_rounds
 from fedca.schedules.registry import build_schedule
 from fedca.seeding import generator
 
-RESUMABLE_DIFFERENCES = ("progress", "threads", "resume", "skip_done", "checkpoint_every")
+RESUMABLE_DIFFERENCES = ("progress", "threads", "resume", "skip_done", "checkpoint_every", "save_selected")
 
 
 class RunInterrupted(Exception):
@@ -62,7 +63,7 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def protocol_record(cfg: RunConfig, data_meta: dict, reveals) -> dict:
+def protocol_record(cfg: RunConfig, data_meta: dict, reveals, warm: dict | None = None) -> dict:
     """Everything that changes the meaning of a number, for summary.json."""
     return {**asdict(cfg.protocol), "dataset": cfg.dataset.name, "file_sha256": data_meta.get("file_sha256"),
             "official_checksum_match": data_meta.get("official_checksum_match"), "eval_mode": cfg.eval.mode,
@@ -73,7 +74,7 @@ def protocol_record(cfg: RunConfig, data_meta: dict, reveals) -> dict:
             if cfg.privacy.clip is not None or cfg.privacy.noise_multiplier > 0 else None,
             "unseen_clients": {"share": cfg.eval.holdout_clients, "adapt_epochs": cfg.eval.adapt_steps,
                                "cold_start": "Aggregator.cold_start, then local fine-tuning on own training data"}
-            if cfg.eval.holdout_clients > 0 else None}
+            if cfg.eval.holdout_clients > 0 else None, "warm_start": warm}
 
 
 def simulation_settings(cfg: RunConfig) -> SimulationSettings:
@@ -130,6 +131,48 @@ class _StopOnSignal:
             signal.signal(sig, handler)
 
 
+def _warm_start(cfg: RunConfig, population: Population, data) -> WarmStart | None:
+    """Load ``init.from_run``'s checkpoint into ``population`` (None without a warm start)."""
+    if cfg.init.from_run is None:
+        return None
+    source_dir = Path(cfg.init.from_run)
+    name = CHECKPOINT if cfg.init.checkpoint == "final" else SELECTED
+    if cfg.init.checkpoint == "final" and _status(source_dir) != "complete":
+        raise FedcaError(f"init.from_run={source_dir}: the run is not complete (status {_status(source_dir)!r})")
+    state = load_checkpoint(source_dir, name)
+    if state is None:
+        hint = "" if name == CHECKPOINT else " (run the source with save_selected=true)"
+        raise FedcaError(f"init.from_run={source_dir}: no {name} there{hint}")
+    return apply_warm_start(population, data, source_from_checkpoint(state, str(source_dir)), cfg.init.transfer,
+                            str(source_dir), cfg.init.checkpoint)
+
+
+def _round_zero(simulation: Simulation) -> dict:
+    """The record of the warm-started state before any training (round 0)."""
+    started = time.perf_counter()
+    metrics = simulation.evaluate()
+    seconds = time.perf_counter() - started
+    return {"round": 0, "train_loss": float("nan"), "local_epochs_mean": 0.0, "schedule": {}, "stats": {},
+            "train_seconds": 0.0, "agg_seconds": 0.0, "eval_seconds": seconds, "seconds": seconds, **metrics}
+
+
+def _trained_rows(rows: list) -> list:
+    """The rows of rounds that trained (round 0 of a warm start is the starting point, never selected)."""
+    return [row for row in rows if row["round"] >= 1]
+
+
+def _round_zero_metrics(rows: list) -> dict | None:
+    zero = [row for row in rows if row["round"] == 0]
+    if not zero:
+        return None
+    return {row["split"]: {key: value for key, value in row.items() if key.startswith(("hr@", "ndcg@"))}
+            for row in zero}
+
+
+def _selected_round(rows: list, cfg: RunConfig) -> int:
+    return select_rounds(_trained_rows(rows), cfg.protocol.select_by, f"hr@{cfg.eval.select_k}")["selected"]["round"]
+
+
 def run(cfg: RunConfig, out_dir: Path) -> dict:
     """Run the experiment ``cfg`` and write its folder ``out_dir``; return the summary.
 
@@ -171,16 +214,20 @@ def _run(cfg: RunConfig, out_dir: Path) -> dict:
     population = Population.initial(data.num_users, data.num_items, cfg.model.latent_dim, backbone,
                                     init=cfg.model.init, user_init=cfg.model.user_init,
                                     generator=generator(cfg.seed, "init"), device=device)
+    warm = _warm_start(cfg, population, data)
     simulation = Simulation(data, population, backbone, aggregator, build_schedule(cfg), simulation_settings(cfg),
-                            cfg.seed)
+                            cfg.seed, server_start=(warm.server_items, warm.server_mlp) if warm else None)
     if checkpoint:
         simulation.load_state_dict(checkpoint["simulation"])
         folder.rows = [row for row in checkpoint["rows"] if row["round"] <= simulation.next_round]
     folder.write_status("running")
+    if warm and not checkpoint:
+        folder.add_round(_round_zero(simulation))
 
-    def save() -> None:
+    def save(name: str = CHECKPOINT) -> None:
         save_checkpoint(out_dir, {"config": _comparable(cfg), "run_id": run_id, "rows": folder.rows,
-                                  "wall_seconds": time.time() - started, "simulation": simulation.state_dict()})
+                                  "wall_seconds": time.time() - started, "simulation": simulation.state_dict(),
+                                  "raw_user_ids": data.raw_user_ids, "raw_item_ids": data.raw_item_ids}, name)
 
     k = cfg.eval.select_k
     bar = tqdm(total=cfg.rounds, initial=simulation.next_round, desc=f"{cfg.dataset.name}/{cfg.agg.name}",
@@ -194,6 +241,8 @@ def _run(cfg: RunConfig, out_dir: Path) -> dict:
                 if "val" in record:
                     bar.set_postfix({f"val_hr@{k}": f"{record['val'][f'hr@{k}']:.4f}",
                                      f"val_ndcg@{k}": f"{record['val'][f'ndcg@{k}']:.4f}"})
+                if cfg.save_selected and "val" in record and _selected_round(folder.rows, cfg) == record["round"]:
+                    save(SELECTED)
                 every = cfg.checkpoint_every
                 if simulation.finished or stop.requested or (every and simulation.next_round % every == 0):
                     save()
@@ -208,10 +257,11 @@ def _run(cfg: RunConfig, out_dir: Path) -> dict:
         bar.close()
     summary = {"run_id": run_id, "dataset": cfg.dataset.name, "model": cfg.model.name,
                "agg": cfg.agg.name, "seed": cfg.seed, "rounds": cfg.rounds, "select_metric": f"hr@{k}",
-               **select_rounds(folder.rows, cfg.protocol.select_by, f"hr@{k}"),
+               **select_rounds(_trained_rows(folder.rows), cfg.protocol.select_by, f"hr@{k}"),
                "wall_seconds": time.time() - started, "device": str(device),
                "num_users": data.num_users, "num_items": data.num_items,
-               "protocol": protocol_record(cfg, data.meta, aggregator.reveals),
+               "protocol": protocol_record(cfg, data.meta, aggregator.reveals, warm.record if warm else None),
+               "round_zero": _round_zero_metrics(folder.rows),
                "fedca_version": fedca.__version__, "git_commit": git_commit()}
     folder.write_summary(summary)
     folder.write_status("complete")

@@ -211,6 +211,17 @@ class PrivacyConfig:
 
 
 @dataclass
+class InitConfig:
+    """Warm start (fedca/federation/warm_start.py): ``from_run`` a run folder to start from, its
+    ``checkpoint`` (``final``: checkpoint.pt of a complete run; ``selected``: selected.pt, written
+    by runs with ``save_selected=true``) and what to ``transfer`` (items | mlp | all)."""
+
+    from_run: Optional[str] = None
+    checkpoint: str = "final"
+    transfer: str = "all"
+
+
+@dataclass
 class RunConfig:
     """The whole run. Top-level names are the ones users type on the command line."""
 
@@ -221,6 +232,7 @@ class RunConfig:
     protocol: ProtocolConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     rounds: int = 100
     local_epochs: int = 10
     batch_size: int = 256
@@ -233,6 +245,7 @@ class RunConfig:
     checkpoint_every: int = 10
     resume: bool = False
     skip_done: bool = True
+    save_selected: bool = False
 
 
 def register_configs() -> None:

@@ -5,6 +5,7 @@ official code's ``alpha``/``beta`` names into ``w_comp``/``w_sim``.
 """
 
 import math
+from pathlib import Path
 from dataclasses import fields, is_dataclass
 from typing import Iterable
 
@@ -14,6 +15,7 @@ from fedca.aggregators.pfedgraph import SIMILARITIES
 from fedca.config.schema import (CompositeAggConfig, FedAttAggConfig, FedFastAggConfig, FedPerAggConfig,
                                  PerFedRecAggConfig, PFedGraphAggConfig, RunConfig)
 from fedca.federation.local_train import OPTIMIZERS
+from fedca.federation.warm_start import TRANSFERS
 from fedca.errors import FedcaError
 from fedca.metrics.ranking import TIE_POLICIES
 
@@ -221,6 +223,13 @@ def _validate_privacy(cfg: RunConfig) -> None:
         raise FedcaError("privacy.noise_multiplier > 0 needs privacy.clip: the noise std is noise_multiplier * clip")
 
 
+def _validate_init(cfg: RunConfig) -> None:
+    _choice("init.checkpoint", cfg.init.checkpoint, ("final", "selected"))
+    _choice("init.transfer", cfg.init.transfer, TRANSFERS)
+    if cfg.init.from_run is not None and not Path(cfg.init.from_run).is_dir():
+        raise FedcaError(f"init.from_run={cfg.init.from_run!r} is not a run folder")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every field's range; return the same object with alpha/beta resolved."""
     _sane_numbers(cfg)
@@ -232,5 +241,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     _validate_protocol(cfg)
     _validate_eval(cfg)
     _validate_privacy(cfg)
+    _validate_init(cfg)
     return cfg
 

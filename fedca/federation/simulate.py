@@ -2,7 +2,7 @@
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
@@ -55,13 +55,16 @@ class Simulation:
     exactly as if it had never stopped."""
 
     def __init__(self, data: FedData, population: Population, backbone: Backbone, aggregator: Aggregator,
-                 schedule, settings: SimulationSettings, seed: int):
+                 schedule, settings: SimulationSettings, seed: int, server_start: Optional[tuple] = None):
+        """``server_start``: the server's initial block (items [I, d], mlp [P]); by default client 0's
+        (every client starts from the same one)."""
         self.data, self.population, self.backbone = data, population, backbone
         self.aggregator, self.schedule, self.settings = aggregator, schedule, settings
         self.gens = {name: generator(seed, name) for name in GENERATORS}
         self.reveal_users = USER_VECTORS in aggregator.reveals
         users = population.user.clone() if self.reveal_users else None
-        self.server_state: dict = aggregator.start(population.items[0].clone(), population.mlp[0].clone(), users)
+        items0, mlp0 = server_start or (population.items[0], population.mlp[0])
+        self.server_state: dict = aggregator.start(items0.clone(), mlp0.clone(), users)
         self.next_round = 0
         held_out = holdout_clients(data.num_users, settings.unseen.share, generator(seed, "holdout"))
         self.unseen = UnseenClients(population, held_out) if held_out.numel() else None
@@ -120,21 +123,27 @@ class Simulation:
                   "stats": downloads.stats, "privacy": privacy_stats}
         last = round_index == settings.rounds - 1
         if (round_index + 1) % settings.eval_every == 0 or last:
-            experts = self.aggregator.experts(self.server_state)
-            clients = self.training_clients if self.unseen is not None else None
-            for split in ("val", "test"):
-                record[split] = evaluate(self.population, self.backbone, self.data, split, settings.ks,
-                                         settings.ties, settings.eval_mode, experts, clients)
-            if self.unseen is not None and (last or settings.unseen.every_eval):
-                record["unseen_test"] = self.unseen.evaluate(
-                    self.population, self.backbone, self.data, self.cold_start, settings.local,
-                    settings.unseen.adapt_epochs, settings.num_train_negatives, settings.batch_size, settings.ks,
-                    settings.ties, settings.eval_mode, gens["adapt"])
+            record.update(self.evaluate(unseen=last or settings.unseen.every_eval))
         finished = time.perf_counter()
         record.update(train_seconds=trained - started, agg_seconds=aggregated - trained,
                       eval_seconds=finished - aggregated, seconds=finished - started)
         self.next_round += 1
         return record
+
+    def evaluate(self, unseen: bool = False) -> Dict[str, Dict[str, float]]:
+        """val and test metrics of the training clients (with the aggregator's experts), and
+        ``unseen_test`` of the held-out clients when ``unseen`` and there are any."""
+        settings = self.settings
+        experts = self.aggregator.experts(self.server_state)
+        clients = self.training_clients if self.unseen is not None else None
+        metrics = {split: evaluate(self.population, self.backbone, self.data, split, settings.ks, settings.ties,
+                                   settings.eval_mode, experts, clients) for split in ("val", "test")}
+        if unseen and self.unseen is not None:
+            metrics["unseen_test"] = self.unseen.evaluate(
+                self.population, self.backbone, self.data, self.cold_start, settings.local,
+                settings.unseen.adapt_epochs, settings.num_train_negatives, settings.batch_size, settings.ks,
+                settings.ties, settings.eval_mode, self.gens["adapt"])
+        return metrics
 
     def _participants(self) -> torch.Tensor:
         """[n] this round's participants: the server's pick, else a uniform sample; held-out
