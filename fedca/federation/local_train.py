@@ -145,6 +145,17 @@ class AnchorPull:
         mlp_grad[:busy] += along.unsqueeze(1) * self.kappa_mlp[:busy] - back.unsqueeze(1) * mlp[:busy]
 
 
+def batch_loss_and_grads(backbone: Backbone, table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor,
+                         step: Step) -> tuple:
+    """The busy clients' mini-batch through the backbone: (flat_rows [a*B], per-instance BCE [a, B],
+    grads of user [a, d], item vectors [a, B, d] and mlp [a, P])."""
+    flat_rows = step.rows.reshape(-1)
+    item_vectors = table.index_select(0, flat_rows).view(*step.rows.shape, table.shape[1])  # [a, B, d]
+    grads = backbone.loss_and_grads(user.index_select(0, step.active_dev), item_vectors,
+                                    mlp.index_select(0, step.active_dev), step.target, step.weight)
+    return (flat_rows, *grads)
+
+
 class AdamRule:
     """A fresh Adam per client per round over (u, V rows) at ``lr_embedding`` and the MLP at
     ``lr_structure`` with L2 ``weight_decay`` (the official optimiser)."""
@@ -159,13 +170,9 @@ class AdamRule:
 
     def step(self, step: Step) -> torch.Tensor:
         """Take one step; returns the per-instance BCE [a, B]."""
-        dim = self.table.shape[1]
-        flat_rows = step.rows.reshape(-1)
-        item_vectors = self.table.index_select(0, flat_rows).view(*step.rows.shape, dim)  # [a, B, d]
-        per_instance, grad_user, grad_items, grad_mlp = self.backbone.loss_and_grads(
-            self.user.index_select(0, step.active_dev), item_vectors, self.mlp.index_select(0, step.active_dev),
-            step.target, step.weight)
-        self.table_grad.index_add_(0, flat_rows, grad_items.reshape(-1, dim))
+        flat_rows, per_instance, grad_user, grad_items, grad_mlp = batch_loss_and_grads(
+            self.backbone, self.table, self.user, self.mlp, step)
+        self.table_grad.index_add_(0, flat_rows, grad_items.reshape(-1, self.table.shape[1]))
         self.user_grad[step.active_dev] = grad_user
         if self.mlp.shape[1]:
             self.mlp_grad[step.active_dev] = grad_mlp
@@ -193,19 +200,13 @@ class AlternatingSGDRule:
         self.lr_structure, self.item_lr = lr_structure, item_lr
 
     def step(self, step: Step) -> torch.Tensor:
-        dim = self.table.shape[1]
-        flat_rows = step.rows.reshape(-1)
-        item_vectors = self.table.index_select(0, flat_rows).view(*step.rows.shape, dim)  # [a, B, d]
-        per_instance, grad_user, _, grad_mlp = self.backbone.loss_and_grads(
-            self.user.index_select(0, step.active_dev), item_vectors, self.mlp.index_select(0, step.active_dev),
-            step.target, step.weight)
+        _, per_instance, grad_user, _, grad_mlp = batch_loss_and_grads(self.backbone, self.table, self.user,
+                                                                        self.mlp, step)
         self.user.index_add_(0, step.active_dev, grad_user, alpha=-self.lr_structure)
         if self.mlp.shape[1]:
             self.mlp.index_add_(0, step.active_dev, grad_mlp, alpha=-self.lr_structure)
-        _, _, grad_items, _ = self.backbone.loss_and_grads(
-            self.user.index_select(0, step.active_dev), item_vectors, self.mlp.index_select(0, step.active_dev),
-            step.target, step.weight)
-        self.table.index_add_(0, flat_rows, grad_items.reshape(-1, dim), alpha=-self.item_lr)
+        flat_rows, _, _, grad_items, _ = batch_loss_and_grads(self.backbone, self.table, self.user, self.mlp, step)
+        self.table.index_add_(0, flat_rows, grad_items.reshape(-1, self.table.shape[1]), alpha=-self.item_lr)
         return per_instance
 
 
