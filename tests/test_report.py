@@ -89,8 +89,10 @@ def test_per_run_table_has_descriptive_columns_selected_round_and_metrics(tmp_pa
 
     assert list(complete.columns) == ["run_dir", "dataset", "model", "agg", "seed", "protocol", "selected_round",
                                       "val_hr@10", "val_ndcg@10", "test_hr@10", "test_ndcg@10", "best_test_hr@10",
-                                      "best_test_ndcg@10", "final_test_hr@10", "final_test_ndcg@10", "wall_seconds"]
+                                      "best_test_ndcg@10", "final_test_hr@10", "final_test_ndcg@10", "round_seconds",
+                                      "wall_seconds"]
     assert list(complete["seed"]) == [0, 1, 2, 0, 1, 2]
+    assert (complete["round_seconds"] == 0.1).all()  # the median round time from rounds.csv
     assert (complete["selected_round"] == 3).all()
 
 

@@ -149,8 +149,18 @@ class _Run:
         for prefix, block, split in METRIC_BLOCKS:
             scores = (self.summary.get(block) or {}).get(split) or {}
             values.update({f"{prefix}_{name}": value for name, value in scores.items()})
+        values["round_seconds"] = self.median_round_seconds()
         values["wall_seconds"] = self.summary.get("wall_seconds")
         return values
+
+    def median_round_seconds(self) -> float | None:
+        """Median wall time of one training round (train + aggregate + evaluate) from rounds.csv."""
+        try:
+            rounds = pd.read_csv(self.folder / "rounds.csv", usecols=["round", "seconds"])
+        except (OSError, ValueError, pd.errors.ParserError):
+            return None
+        trained = rounds[rounds["round"] >= 1].drop_duplicates("round")["seconds"]
+        return float(trained.median()) if len(trained) else None
 
 
 def _parse_overrides(value: object) -> dict[str, str]:
@@ -190,11 +200,12 @@ def _lookup(tree: object, dotted: str) -> object:
 
 def _complete_frame(runs: list[_Run]) -> pd.DataFrame:
     if not runs:
-        return pd.DataFrame(columns=[*PLAIN_COLUMNS, "selected_round", "wall_seconds"])
+        return pd.DataFrame(columns=[*PLAIN_COLUMNS, "selected_round", "round_seconds", "wall_seconds"])
     swept = list(dict.fromkeys(key for run in runs for key in run.overrides if key not in PLAIN_COLUMNS))
     frame = pd.DataFrame([{**run.plain(), **{key: run.swept(key) for key in swept}, **run.metrics()}
                           for run in runs])
-    return frame[[*PLAIN_COLUMNS, *swept, "selected_round", *_ordered_metrics(frame.columns), "wall_seconds"]]
+    return frame[[*PLAIN_COLUMNS, *swept, "selected_round", *_ordered_metrics(frame.columns), "round_seconds",
+                  "wall_seconds"]]
 
 
 def _ordered_metrics(columns: Iterable[str]) -> list[str]:
@@ -211,7 +222,8 @@ def _ordered_metrics(columns: Iterable[str]) -> list[str]:
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     """The numeric result columns of a per-run table (everything averaged over seeds)."""
-    return [c for c in frame.columns if c in ("selected_round", "wall_seconds") or METRIC_PATTERN.match(c)]
+    return [c for c in frame.columns if c in ("selected_round", "round_seconds", "wall_seconds")
+            or METRIC_PATTERN.match(c)]
 
 
 def group_columns(table: pd.DataFrame) -> list[str]:
