@@ -103,13 +103,7 @@ class Simulation:
                              f"{broken} of {participants.numel()} clients; lower model.lr_embedding / "
                              f"model.lr_structure")
         trained = time.perf_counter()
-        shared, privacy_stats = None, {}
-        if settings.privacy.active:
-            *shared, privacy_stats = privatize(*start_blocks, self.population.items[batches.clients],
-                                               self.population.mlp[batches.clients], settings.privacy,
-                                               gens["privacy"])
-        uploads = Uploads(self.population, batches.clients, batches.sizes, local.row_keys, local.row_counts,
-                          reveal_users=self.reveal_users, shared=shared)
+        uploads, privacy_stats = self._uploads(batches, local, start_blocks if settings.privacy.active else None)
         weights = self.schedule.values(round_index)
         context = RoundContext(round=round_index, weights=weights, generator=gens["agg_sampling"])
         downloads, self.server_state = self.aggregator.aggregate(uploads, self.server_state, context)
@@ -129,6 +123,18 @@ class Simulation:
                       eval_seconds=finished - aggregated, seconds=finished - started)
         self.next_round += 1
         return record
+
+    def _uploads(self, batches, local, start_blocks: Optional[tuple]) -> tuple:
+        """(Uploads, privacy stats) of the trained participants; with privacy on, the uploads are
+        privatized copies made from ``start_blocks`` (items [n, I, d], mlp [n, P] before training)."""
+        shared, stats = None, {}
+        if start_blocks is not None:
+            *shared, stats = privatize(*start_blocks, self.population.items[batches.clients],
+                                       self.population.mlp[batches.clients], self.settings.privacy,
+                                       self.gens["privacy"])
+        uploads = Uploads(self.population, batches.clients, batches.sizes, local.row_keys, local.row_counts,
+                          reveal_users=self.reveal_users, shared=shared)
+        return uploads, stats
 
     def evaluate(self, unseen: bool = False) -> Dict[str, Dict[str, float]]:
         """val and test metrics of the training clients (with the aggregator's experts), and
