@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
                                        ("fedper", "ncf"), ("fedatt", "fcf"), ("fedatt", "ncf"),
                                        ("pfedgraph", "fcf"), ("pfedgraph", "ncf"), ("pfedrec", "pfedrec"),
                                        ("pfedrec", "fcf"), ("pfedrec", "ncf"), ("fedfast", "fcf"), ("fedfast", "ncf"),
-                                       ("perfedrec", "fcf"), ("perfedrec", "ncf")])
+                                       ("perfedrec", "fcf"), ("perfedrec", "ncf"), ("fedper", "fcf"),
+                                       ("local", "ncf"), ("local", "pfedrec"), ("fcf", "ncf")])
 def test_two_round_smoke_run_of_every_aggregator(real_data_env, tmp_path, agg, model):
     cfg = compose_run_config([f"agg={agg}", f"model={model}", "rounds=2", "progress=false", "local_epochs=2"])
     summary = run(cfg, tmp_path)
