@@ -187,7 +187,7 @@ def test_markdown_and_latex_show_mean_plus_minus_std_and_group_names(tmp_path):
     markdown = to_markdown(grouped)
     lines = markdown.splitlines()
     assert lines[0] == ("| dataset | model | agg | protocol | n_seeds | val_hr@10 | val_ndcg@10 | test_hr@10 "
-                        "| test_ndcg@10 |")
+                        "| test_ndcg@10 | round_seconds |")
     assert "| ml100k | fcf | fedavg | fedca | 3 |" in lines[2] and "0.4300 ± 0.0361" in lines[2]
     assert "composite" in lines[3] and "0.5300 ± 0.0300" in lines[3]
     only_test = to_markdown(grouped, metrics=["test_hr@10"])

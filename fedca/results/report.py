@@ -262,7 +262,7 @@ def aggregate(complete: pd.DataFrame, mix_protocols: bool = False) -> pd.DataFra
 def _selected_metrics(table: pd.DataFrame, metrics: Sequence[str] | None) -> list[str]:
     available = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
     if metrics is None:
-        return [m for m in available if m.startswith(("val_", "test_"))]
+        return [m for m in available if m.startswith(("val_", "test_", "unseen_test_")) or m == "round_seconds"]
     unknown = [m for m in metrics if m not in available]
     if unknown:
         raise FedcaError(f"unknown metric {', '.join(unknown)}; the table has {', '.join(available)}")
