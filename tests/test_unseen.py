@@ -69,3 +69,21 @@ def test_unseen_metrics_reach_rounds_summary_and_report(real_data_env, tmp_path)
     assert summary["protocol"]["unseen_clients"]["share"] == 0.1
     complete, _ = collect([tmp_path])
     assert complete["unseen_test_hr@10"].iloc[0] == summary["final"]["unseen_test"]["hr@10"]
+
+
+@pytest.mark.parametrize("agg", ["fedfast", "perfedrec", "pfedgraph"])
+def test_state_dict_round_trip_continues_exactly_with_holdout_and_privacy(ml100k, tmp_path, agg):
+    overrides = [f"agg={agg}", "privacy.clip=2", "privacy.noise_multiplier=0.5", "eval.unseen_every_eval=true",
+                 "rounds=3"]
+    straight = _simulation(ml100k, overrides)
+    expected = [straight.run_round() for _ in range(3)]
+    first = _simulation(ml100k, overrides)
+    first.run_round()
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    resumed = _simulation(ml100k, overrides)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
+    continued = [resumed.run_round() for _ in range(2)]
+    for want, got in zip(expected[1:], continued):
+        for split in ("val", "test", "unseen_test"):
+            assert got[split] == want[split]
+    assert torch.equal(resumed.population.items, straight.population.items)
