@@ -88,9 +88,8 @@ class PerFedRec(Aggregator):
     def _features(self, uploads, everyone, state) -> torch.Tensor:
         """[N, f] clustering features with this round's participants updated."""
         features = state["features"]
-        if features is None:
-            features = torch.zeros(uploads.num_clients, uploads.item_tables(everyone[:1]).shape[2],
-                                   dtype=torch.float64)
+        if features is None:  # trained_items: no signature before a client's first upload
+            features = torch.zeros(uploads.num_clients, state["items"].shape[1], dtype=torch.float64)
         features = features.clone()
         if self.cluster_on == "user":
             features[uploads.clients] = uploads.user_vectors(everyone).to(features)
