@@ -149,3 +149,18 @@ def test_perfedrec_scores_average_own_cluster_and_global_models():
         overall = torch.sigmoid(state["items"][items[row]] @ user)
         assert torch.allclose(scores[row], (own + cluster + overall) / 3, atol=1e-12)
     assert not torch.allclose(state["cluster_items"][0], state["cluster_items"][1])
+
+
+def test_perfedrec_can_cluster_on_trained_item_rows_without_seeing_user_vectors():
+    population = _population(n=4, items=6)
+    aggregator = PerFedRec(clusters=2, cluster_on="trained_items")
+    assert aggregator.reveals == ("mean trained item row per client",)
+    state = aggregator.start(population.items[0].clone(), population.mlp[0].clone())
+    row_keys = torch.tensor([0 * 6 + 1, 0 * 6 + 2, 1 * 6 + 0, 2 * 6 + 5, 3 * 6 + 3, 3 * 6 + 4])
+    row_counts = torch.tensor([1, 3, 2, 1, 1, 1])
+    uploads = Uploads(population, torch.arange(4), torch.tensor([4, 2, 1, 2]), row_keys, row_counts)
+    _, state = aggregator.aggregate(uploads, state, _context())
+    expected = (1 * population.items[0, 1] + 3 * population.items[0, 2]) / 4
+    assert torch.allclose(state["features"][0], expected)
+    assert torch.allclose(state["features"][3], (population.items[3, 3] + population.items[3, 4]) / 2)
+    assert state["assignment"].shape == (4,)
