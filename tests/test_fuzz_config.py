@@ -109,6 +109,7 @@ RANGES = {
     "protocol.early_stop_threshold": at_least(0),
     "eval.ks": lambda v, cfg: len(v) >= 1 and all(k >= 1 for k in v) and cfg.eval.select_k in v,
     "eval.select_k": lambda v, cfg: v in cfg.eval.ks,
+    "eval.holdout_clients": lambda v, cfg: 0 <= v < 1, "eval.adapt_steps": at_least(0),
     "schedule.end_w_sim": at_least(0), "schedule.end_w_comp": at_least(0), "schedule.end_interpolation": unit,
     "schedule.milestones": lambda v, cfg: all(m >= 1 for m in v), "schedule.gamma": above(0),
     "schedule.rate": ratio,
