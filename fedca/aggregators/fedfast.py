@@ -32,8 +32,11 @@ class FedFast(Aggregator):
         self.delegates_ratio, self.clusters = delegates_ratio, clusters
         self.gamma0, self.gamma_decay, self.weighting = gamma0, gamma_decay, weighting
 
+    def _delegates(self, num_clients: int) -> int:
+        return max(1, int(num_clients * self.delegates_ratio))
+
     def _num_clusters(self, num_clients: int) -> int:
-        return self.clusters or max(1, int(num_clients * self.delegates_ratio))
+        return self.clusters or self._delegates(num_clients)
 
     def start(self, items, mlp, users=None):
         return {"items": items.clone(), "mlp": mlp.clone(), "users": users.clone(), "assignment": None}
@@ -42,8 +45,7 @@ class FedFast(Aggregator):
         """Delegates of this round; clusters the initial user vectors on the first call."""
         if state["assignment"] is None:
             state["assignment"] = kmeans(state["users"], self._num_clusters(num_clients), generator)
-        delegates = max(1, int(num_clients * self.delegates_ratio))
-        return stratified_sample(state["assignment"], delegates, generator)
+        return stratified_sample(state["assignment"], self._delegates(num_clients), generator)
 
     def aggregate(self, uploads, state, ctx):
         n = uploads.clients.numel()

@@ -145,10 +145,8 @@ class Simulation:
         metrics = {split: evaluate(self.population, self.backbone, self.data, split, settings.ks, settings.ties,
                                    settings.eval_mode, experts, clients) for split in ("val", "test")}
         if unseen and self.unseen is not None:
-            metrics["unseen_test"] = self.unseen.evaluate(
-                self.population, self.backbone, self.data, self.cold_start, settings.local,
-                settings.unseen.adapt_epochs, settings.num_train_negatives, settings.batch_size, settings.ks,
-                settings.ties, settings.eval_mode, self.gens["adapt"])
+            metrics["unseen_test"] = self.unseen.evaluate(self.population, self.backbone, self.data,
+                                                          self.cold_start, settings, self.gens["adapt"])
         return metrics
 
     def _participants(self) -> torch.Tensor:

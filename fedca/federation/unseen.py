@@ -18,7 +18,7 @@ from fedca.aggregators.base import Downloads
 from fedca.data.fed_data import FedData
 from fedca.federation.batches import build_round
 from fedca.federation.evaluate import evaluate
-from fedca.federation.local_train import LocalSettings, local_train
+from fedca.federation.local_train import local_train
 from fedca.federation.merge import apply_downloads
 from fedca.federation.population import Population
 from fedca.models.backbones import Backbone
@@ -48,9 +48,9 @@ class UnseenClients:
         self.template = tuple(getattr(population, name)[clients].clone() for name in ("user", "items", "mlp"))
 
     def evaluate(self, population: Population, backbone: Backbone, data: FedData, cold_start: Downloads,
-                 local: LocalSettings, epochs: int, num_negatives: int, batch_size: int, ks, ties: str, mode: str,
-                 generator: torch.Generator) -> dict:
-        """Test HR/NDCG of the held-out users after a cold start and ``epochs`` local passes."""
+                 settings, generator: torch.Generator) -> dict:
+        """Test HR/NDCG of the held-out users after a cold start and ``settings.unseen.adapt_epochs``
+        local passes (``settings``: the run's SimulationSettings)."""
         clients = self.clients
         saved = tuple(getattr(population, name)[clients].clone() for name in ("user", "items", "mlp"))
         for name, rows in zip(("user", "items", "mlp"), self.template):
@@ -58,9 +58,11 @@ class UnseenClients:
         if cold_start.kind != "none":
             apply_downloads(population, replace(cold_start, clients=clients, keep_local=0.0, user_clients=None,
                                                 user_delta=None))
-        batches = build_round(data, clients, num_negatives, batch_size, generator)
-        local_train(population, batches, backbone, replace(local, epochs=epochs, early_stop=False), generator)
-        metrics = evaluate(population, backbone, data, "test", ks, ties, mode, clients=clients)
+        batches = build_round(data, clients, settings.num_train_negatives, settings.batch_size, generator)
+        adapt = replace(settings.local, epochs=settings.unseen.adapt_epochs, early_stop=False)
+        local_train(population, batches, backbone, adapt, generator)
+        metrics = evaluate(population, backbone, data, "test", settings.ks, settings.ties, settings.eval_mode,
+                           clients=clients)
         for name, rows in zip(("user", "items", "mlp"), saved):
             getattr(population, name)[clients] = rows
         return metrics
