@@ -101,6 +101,21 @@ def _comparable(cfg: RunConfig) -> dict:
     return {key: value for key, value in plain.items() if key not in RESUMABLE_DIFFERENCES}
 
 
+def _saved_config_agrees(saved, current, default) -> bool:
+    """Whether a checkpoint's config (``saved``) matches this run's (``current``).
+
+    A field the checkpoint lacks was added to fedca after it was written; it agrees while this
+    run leaves it at its schema ``default``, since the older code behaved as that default does.
+    """
+    if not (isinstance(saved, dict) and isinstance(current, dict)):
+        return saved == current
+    default = default if isinstance(default, dict) else {}
+    return set(saved) <= set(current) and all(
+        _saved_config_agrees(saved[key], value, default.get(key)) if key in saved
+        else key in default and value == default[key]
+        for key, value in current.items())
+
+
 def _status(out_dir: Path) -> str | None:
     try:
         return json.loads((out_dir / "status.json").read_text())["status"]
@@ -194,7 +209,8 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
 
 def _run(cfg: RunConfig, out_dir: Path) -> dict:
     checkpoint = load_checkpoint(out_dir) if cfg.resume else None
-    if checkpoint is not None and checkpoint["config"] != _comparable(cfg):
+    schema_defaults = OmegaConf.to_container(OmegaConf.structured(RunConfig))
+    if checkpoint is not None and not _saved_config_agrees(checkpoint["config"], _comparable(cfg), schema_defaults):
         raise FedcaError(f"{out_dir} holds a checkpoint of a different config; resume with the same "
                          f"overrides or choose another hydra.run.dir")
     if cfg.resume and cfg.skip_done and _status(out_dir) == "complete":

@@ -14,7 +14,7 @@ import pytest
 
 from fedca.config.compose import compose_run_config
 from fedca.errors import FedcaError
-from fedca.results.checkpoint import load_checkpoint
+from fedca.results.checkpoint import load_checkpoint, save_checkpoint
 from fedca.run import run
 
 pytestmark = pytest.mark.slow
@@ -94,6 +94,33 @@ def test_sigterm_finishes_the_round_marks_interrupted_and_resumes(uninterrupted,
     status = json.loads((folder / "status.json").read_text())
     assert status["status"] == "interrupted"
     assert load_checkpoint(folder)["simulation"]["next_round"] == status["round"]
+    done = subprocess.run([str(FEDCA), *RUN, "resume=true", f"hydra.run.dir={folder}"], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(_metrics(folder), _metrics(uninterrupted))
+
+
+def _terminate_after_round(folder: Path, round_number: int, env) -> None:
+    process = subprocess.Popen([str(FEDCA), *RUN, f"hydra.run.dir={folder}"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_round(folder, round_number, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == 130
+
+
+def test_checkpoint_from_before_newer_fields_resumes_while_they_hold_their_defaults(uninterrupted, tmp_path):
+    folder = tmp_path / "older"
+    _terminate_after_round(folder, 2, _env(tmp_path))
+    state = load_checkpoint(folder)
+    for group in ("privacy", "init"):
+        del state["config"][group]
+    del state["config"]["eval"]["holdout_clients"]
+    del state["simulation"]["cold_start"], state["simulation"]["generators"]["privacy"]
+    save_checkpoint(folder, state)
+    refused = subprocess.run([str(FEDCA), *RUN, "privacy.noise_multiplier=1.0", "privacy.clip=1.0", "resume=true",
+                              f"hydra.run.dir={folder}"], env=_env(tmp_path), capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and "different config" in refused.stderr
     done = subprocess.run([str(FEDCA), *RUN, "resume=true", f"hydra.run.dir={folder}"], env=_env(tmp_path),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr

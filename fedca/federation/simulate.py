@@ -173,11 +173,14 @@ class Simulation:
                 "generators": {name: gen.get_state() for name, gen in self.gens.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict()``. A checkpoint from before the cold-start block or a
+        generator existed leaves those at their fresh values: that code never used them."""
         self.next_round = int(state["next_round"])
         for name in ("user", "items", "mlp"):
             getattr(self.population, name).copy_(state[name])
         self.server_state = state["server_state"]
         self.schedule.load_state_dict(state["schedule"])
-        self.cold_start = state["cold_start"]
+        self.cold_start = state.get("cold_start", self.cold_start)
         for name, gen in self.gens.items():
-            gen.set_state(state["generators"][name])
+            if name in state["generators"]:
+                gen.set_state(state["generators"][name])
