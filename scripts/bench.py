@@ -16,7 +16,9 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from fedca.cli import job_threads
 from fedca.config.compose import compose_run_config
 from fedca.errors import FedcaError
 from fedca.run import run
@@ -30,6 +32,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         cfg = compose_run_config([*args.overrides, f"rounds={args.rounds}", "progress=false"])
+        torch.set_num_threads(job_threads(cfg.threads, None))
         with tempfile.TemporaryDirectory() as out:
             summary = run(cfg, Path(out))
             rounds = pd.read_csv(Path(out) / "rounds.csv")

@@ -11,7 +11,7 @@ import torch
 
 from fedca.aggregators.base import data_weights
 from fedca.aggregators.composite import Composite
-from fedca.federation.batches import build_round, epoch_order
+from fedca.federation.batches import EpochShuffle, build_round
 from fedca.federation.simulate import sample_participants
 from fedca.seeding import generator
 
@@ -72,10 +72,11 @@ def train_round(population, data, settings, layers, gens):
         models[position], optimizers[position] = model, torch.optim.Adam(groups)
         history[position], stopped[position], sums[position], seen[position] = [], False, 0.0, 0
     criterion = torch.nn.BCELoss()
+    shuffle = EpochShuffle(batches)
     for epoch in range(local.epochs):
         if all(stopped.values()):
             break
-        order = epoch_order(batches, gens["shuffle"])
+        order = shuffle.order(gens["shuffle"])
         for position in models:
             if stopped[position]:
                 continue

@@ -8,6 +8,7 @@ import torch
 from fedca.aggregators.registry import build_aggregator
 from fedca.config.compose import compose_run_config
 from fedca.data.fed_data import load_fed_data
+from fedca.federation.batches import EpochShuffle, build_round
 from fedca.federation.population import Population
 from fedca.federation.simulate import Simulation
 from fedca.models.backbones import build_backbone
@@ -94,3 +95,19 @@ def test_only_rows_a_client_touched_can_move(slice_30):
     never_trainable.view(-1)[keys] = True
     never_trainable &= ~touched
     assert not bool(moved[never_trainable].any())
+
+
+def test_epoch_shuffle_orders_each_block_by_its_noise_and_the_wide_key_fallback_agrees(slice_30):
+    batches = build_round(slice_30, torch.arange(USERS), 4, 64, generator(0, "train_negatives"))
+    shuffle = EpochShuffle(batches)
+    assert shuffle.packed
+    order = shuffle.order(generator(0, "shuffle"))
+    owner = batches.owner
+    assert torch.equal(owner[order], owner)
+    assert torch.equal(torch.sort(order).values, torch.arange(order.numel()))
+    noise = torch.randint(1 << EpochShuffle.NOISE_BITS, (order.numel(),), generator=generator(0, "shuffle"))
+    expected = torch.sort((owner << 32) | noise, stable=True).indices  # by (block, noise, position)
+    assert torch.equal(order, expected)
+    wide = EpochShuffle(batches, key_bits=EpochShuffle.NOISE_BITS + 1)
+    assert not wide.packed
+    assert torch.equal(wide.order(generator(0, "shuffle")), expected)

@@ -11,7 +11,7 @@ from fedca.aggregators.pfedgraph import PFedGraph
 from fedca.aggregators.pfedrec import PFedRec
 from fedca.config.compose import compose_run_config
 from fedca.data.fed_data import load_fed_data
-from fedca.federation.batches import build_round, epoch_order
+from fedca.federation.batches import EpochShuffle, build_round
 from fedca.federation.local_train import AnchorPull, Step, local_train
 from fedca.federation.population import Population
 from fedca.federation.merge import apply_downloads
@@ -174,7 +174,7 @@ def test_pfedrec_batched_local_training_matches_a_per_client_sgd_loop(slice_20):
     local_train(engine, batches, backbone, settings, generator(0, "shuffle"))
     oracle = Population(user=start.user.clone(), items=start.items.clone(), mlp=start.mlp.clone())
     item_lr = settings.lr_embedding * slice_20.num_items * settings.item_lr_eta
-    _sgd_oracle(oracle, batches, settings.lr_structure, item_lr, epoch_order(batches, generator(0, "shuffle")))
+    _sgd_oracle(oracle, batches, settings.lr_structure, item_lr, EpochShuffle(batches).order(generator(0, "shuffle")))
     assert float((engine.items - start.items).abs().max()) > 1e-2
     for name in ("user", "items", "mlp"):
         scale = max(1.0, float(getattr(oracle, name).abs().max()))  # item rows reach ~1e3 at lr ~1e4

@@ -29,7 +29,7 @@ import torch
 
 from fedca.aggregators.base import Anchors
 from fedca.federation.adam import RowAdam
-from fedca.federation.batches import RoundBatches, epoch_order
+from fedca.federation.batches import EpochShuffle, RoundBatches
 from fedca.federation.population import Population
 from fedca.models.backbones import Backbone
 
@@ -145,6 +145,50 @@ class AnchorPull:
         mlp_grad[:busy] += along.unsqueeze(1) * self.kappa_mlp[:busy] - back.unsqueeze(1) * mlp[:busy]
 
 
+class StepLayout:
+    """Where each mini-batch of a round sits, fixed for the round (only the order changes per epoch).
+
+    Step s of an epoch takes the busy prefix of the training order, clients [0, prefix[s]), and
+    for each of them the instances at block positions s*B .. s*B + B - 1; slots past a client's
+    last instance repeat its first one with weight 0. ``slots`` [S] lists, step after step, the
+    block position of every slot (S = sum over steps of prefix * B), so one gather per epoch
+    gives every step's rows and labels as a contiguous slice.
+    """
+
+    def __init__(self, batches: RoundBatches, device: torch.device):
+        self.num_batches = batches.num_batches  # [n]
+        size = batches.batch_size
+        most = int(self.num_batches.max())
+        busy = torch.bincount(self.num_batches, minlength=most + 1).flip(0).cumsum(0).flip(0)
+        self.prefix = busy[1:].tolist()  # clients busy at each step
+        within = torch.arange(size)
+        slots, valid = [], []
+        for step, prefix in enumerate(self.prefix):
+            position = step * size + within  # [B]
+            fits = position.unsqueeze(0) < batches.sizes[:prefix].unsqueeze(1)  # [prefix, B]
+            first = batches.offsets[:prefix].unsqueeze(1)
+            slots.append(torch.where(fits, first + position, first).reshape(-1))
+            valid.append(fits)
+        self.slots = torch.cat(slots).to(device)  # [S]
+        self.starts = [0, *torch.cumsum(torch.tensor(self.prefix) * size, 0).tolist()]
+        self.size = size
+        self.valid = [fits.to(device) for fits in valid]  # [prefix, B] per step
+        self.counts = [fits.sum(1) for fits in self.valid]  # [prefix]
+        self.weight = [fits / counts.unsqueeze(1) for fits, counts in zip(self.valid, self.counts)]  # [prefix, B]
+
+    def step(self, step: int, epoch_rows: torch.Tensor, epoch_target: torch.Tensor,
+             active: Optional[torch.Tensor]) -> tuple:
+        """(rows, target, valid, weight [a, B], counts [a]) of step ``step`` for the busy positions
+        ``active`` (None: the whole prefix), given this epoch's rows and labels per slot [S]."""
+        shape = (self.prefix[step], self.size)
+        span = slice(self.starts[step], self.starts[step + 1])
+        parts = (epoch_rows[span].view(shape), epoch_target[span].view(shape), self.valid[step],
+                 self.weight[step], self.counts[step])
+        if active is None:
+            return parts
+        return tuple(part.index_select(0, active) for part in parts)
+
+
 def batch_loss_and_grads(backbone: Backbone, table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor,
                          step: Step) -> tuple:
     """The busy clients' mini-batch through the backbone: (flat_rows [a*B], per-instance BCE [a, B],
@@ -182,11 +226,9 @@ class AdamRule:
         self.user_adam.step(self.user_grad, step.client_runs, step.step_tensors)
         if self.mlp.shape[1]:
             self.mlp_adam.step(self.mlp_grad, step.client_runs, step.step_tensors)
+        self.table_grad[:step.busy_rows].zero_()
         if self.pull is not None:
-            self.table_grad[:step.busy_rows] = 0.0
             self.mlp_grad.zero_()
-        else:
-            self.table_grad.index_fill_(0, flat_rows, 0.0)
         return per_instance
 
 
@@ -236,7 +278,8 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
         rule = AdamRule(table, user, mlp, backbone, settings, pull)
 
     instance_rows, labels = instance_rows.to(device), batches.labels.to(device)
-    sizes, num_batches = batches.sizes, batches.num_batches
+    layout = StepLayout(batches, device)
+    shuffle_keys = EpochShuffle(batches)
     steps = torch.zeros(n, dtype=torch.long)
     stopped = torch.zeros(n, dtype=torch.bool)
     epochs_run = torch.zeros(n, dtype=torch.long)
@@ -244,17 +287,16 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     seen = torch.zeros(n, dtype=torch.float64)
     previous = torch.zeros(n, dtype=torch.float64)
     step_tensors: dict = {}
-    offsets = batches.offsets.to(device)
-    within_batch = torch.arange(batches.batch_size, device=device)
-    busy_count = torch.bincount(num_batches, minlength=int(num_batches.max()) + 1).flip(0).cumsum(0).flip(0)
 
     for epoch in range(settings.epochs):
         if bool(stopped.all()):
             break
-        order = epoch_order(batches, shuffle).to(device)
+        picked = shuffle_keys.order(shuffle).to(device).index_select(0, layout.slots)  # [S] instance per slot
+        epoch_rows = instance_rows.index_select(0, picked)  # [S]
+        epoch_target = labels.index_select(0, picked).to(table.dtype)  # [S]
         epochs_run += (~stopped).long()
-        for step in range(int(num_batches[~stopped].max())):
-            prefix = int(busy_count[step + 1])
+        for step in range(int(layout.num_batches[~stopped].max())):
+            prefix = layout.prefix[step]
             active = torch.nonzero(~stopped[:prefix]).squeeze(1)
             steps[active] += 1
             row_runs, client_runs = _runs(active, steps, row_offsets)
@@ -262,18 +304,12 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
                 if number not in step_tensors:
                     step_tensors[number] = torch.tensor(float(number), device=device)
             active_dev = active.to(device)
-            position = step * batches.batch_size + within_batch  # [B]
-            valid = position.unsqueeze(0) < sizes[active].to(device).unsqueeze(1)  # [a, B]
-            first = offsets[active_dev].unsqueeze(1)  # [a, 1]
-            picked = order.index_select(0, torch.where(valid, first + position, first).reshape(-1))
-            rows = instance_rows.index_select(0, picked).view(valid.shape)  # [a, B], padding -> own first instance
-            target = labels.index_select(0, picked).view(valid.shape)  # [a, B]
-            counts = valid.sum(1)  # [a]
-            weight = valid / counts.unsqueeze(1)  # [a, B]: each client's mean over its batch
-            per_instance = rule.step(Step(active=active, active_dev=active_dev, rows=rows,
-                                          target=target.to(table.dtype), weight=weight, row_runs=row_runs,
-                                          client_runs=client_runs, step_tensors=step_tensors,
-                                          busy_clients=prefix, busy_rows=int(row_offsets[prefix])))
+            rows, target, valid, weight, counts = layout.step(step, epoch_rows, epoch_target,
+                                                              None if active.numel() == prefix else active_dev)
+            per_instance = rule.step(Step(active=active, active_dev=active_dev, rows=rows, target=target,
+                                          weight=weight, row_runs=row_runs, client_runs=client_runs,
+                                          step_tensors=step_tensors, busy_clients=prefix,
+                                          busy_rows=int(row_offsets[prefix])))
             per_client = (per_instance * valid).sum(1) / counts  # [a]
             loss_sum[active] += per_client.detach().double().cpu() * counts.cpu()
             seen[active] += counts.cpu().double()
