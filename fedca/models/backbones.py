@@ -6,6 +6,7 @@ The MLP of client c is one flat row ``mlp[c]`` [P] holding, layer by layer, the 
 """
 
 import math
+from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
@@ -38,6 +39,23 @@ def bce_and_logit_grad(logits: torch.Tensor, target: torch.Tensor, weight: torch
     return loss, weight * (prob - target) / slope.clamp(min=1e-12) * slope
 
 
+@dataclass
+class ItemGrads:
+    """Gradient w.r.t. a batch's item vectors [a, B, d]: ``dense``, or, for backbones whose logit
+    is u . v (+ b), the rank-one product of its factors ``logit`` [a, B] (d loss / d logit) and
+    ``user`` [a, d] (d logit / d v), which lets the engine scatter one number per instance."""
+
+    dense: Optional[torch.Tensor] = None
+    logit: Optional[torch.Tensor] = None
+    user: Optional[torch.Tensor] = None
+
+    def full(self) -> torch.Tensor:
+        """The gradient [a, B, d]."""
+        if self.dense is not None:
+            return self.dense
+        return self.logit.unsqueeze(2) * self.user.unsqueeze(1)
+
+
 class Backbone:
     """``score(user [a, d], items [a, B, d], mlp [a, P] | None) -> logits [a, B]``."""
 
@@ -62,7 +80,8 @@ class Backbone:
         """BCE on sigmoid scores and the gradients of sum(weight * BCE).
 
         user [a, d], items [a, B, d], mlp [a, P], target and weight [a, B]. Returns the
-        per-instance loss [a, B] and the gradients w.r.t. user, items and mlp (None when P = 0).
+        per-instance loss [a, B] and the gradients w.r.t. user, items (``ItemGrads``) and mlp
+        (None when P = 0).
         """
         leaves = [user.detach().requires_grad_(True), items.detach().requires_grad_(True)]
         has_mlp = mlp.shape[1] > 0
@@ -70,7 +89,7 @@ class Backbone:
         with torch.enable_grad():
             loss = F.binary_cross_entropy(checked_sigmoid(self.score(*leaves)), target, reduction="none")
             (loss * weight).sum().backward()
-        return loss.detach(), leaves[0].grad, leaves[1].grad, leaves[2].grad if has_mlp else None
+        return loss.detach(), leaves[0].grad, ItemGrads(dense=leaves[1].grad), leaves[2].grad if has_mlp else None
 
 
 class FCF(Backbone):
@@ -83,9 +102,8 @@ class FCF(Backbone):
 
     def loss_and_grads(self, user, items, mlp, target, weight):
         loss, grad_logit = bce_and_logit_grad(self.score(user, items, mlp), target, weight)
-        grad_items = grad_logit.unsqueeze(2) * user.unsqueeze(1)  # [a, B, d]
         grad_user = torch.einsum("ab,abd->ad", grad_logit, items)  # [a, d]
-        return loss, grad_user, grad_items, None
+        return loss, grad_user, ItemGrads(logit=grad_logit, user=user), None
 
 
 class PFedRecHead(FCF):
@@ -112,9 +130,8 @@ class PFedRecHead(FCF):
 
     def loss_and_grads(self, user, items, mlp, target, weight):
         loss, grad_logit = bce_and_logit_grad(self.score(user, items, mlp), target, weight)
-        grad_items = grad_logit.unsqueeze(2) * user.unsqueeze(1)  # [a, B, d]
         grad_user = torch.einsum("ab,abd->ad", grad_logit, items)  # [a, d]
-        return loss, grad_user, grad_items, grad_logit.sum(1, keepdim=True)  # bias grad [a, 1]
+        return loss, grad_user, ItemGrads(logit=grad_logit, user=user), grad_logit.sum(1, keepdim=True)  # bias [a, 1]
 
 
 class NCF(Backbone):
