@@ -9,6 +9,7 @@ from fedca.aggregators.registry import build_aggregator
 from fedca.config.compose import compose_run_config
 from fedca.data.fed_data import load_fed_data
 from fedca.federation.batches import EpochShuffle, build_round
+from fedca.federation.local_train import AdamRule
 from fedca.federation.population import Population
 from fedca.federation.simulate import Simulation
 from fedca.models.backbones import build_backbone
@@ -111,3 +112,23 @@ def test_epoch_shuffle_orders_each_block_by_its_noise_and_the_wide_key_fallback_
     wide = EpochShuffle(batches, key_bits=EpochShuffle.NOISE_BITS + 1)
     assert not wide.packed
     assert torch.equal(wide.order(generator(0, "shuffle")), expected)
+
+
+@pytest.mark.parametrize("rows_per_instance, paths", [(0, {True}), (4.6, {True, False}), (10 ** 9, {False})],
+                         ids=["scatter", "both", "rank_one"])
+def test_both_item_gradient_paths_match_per_client_loop(slice_30, monkeypatch, rows_per_instance, paths):
+    monkeypatch.setattr(AdamRule, "RANK_ONE_ROWS_PER_INSTANCE", rows_per_instance)
+    taken = set()
+    item_grad = AdamRule._item_grad
+
+    def recording(rule, *args):
+        scattered = item_grad(rule, *args)
+        taken.add(scattered)
+        return scattered
+
+    monkeypatch.setattr(AdamRule, "_item_grad", recording)
+    cfg = _setup("fcf", "composite", True)
+    start, engine, oracle = _engine_and_oracle(slice_30, cfg)
+    assert taken == paths
+    assert _max_abs_difference(start, engine) > 1e-2
+    assert _max_abs_difference(engine, oracle) <= 1e-5

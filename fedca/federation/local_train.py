@@ -204,11 +204,21 @@ class AdamRule:
     """A fresh Adam per client per round over (u, V rows) at ``lr_embedding`` and the MLP at
     ``lr_structure`` with L2 ``weight_decay`` (the official optimiser).
 
-    The item gradient of the busy rows is rebuilt every step. A dense backbone gradient is
-    summed into its rows (``index_add_``, one d-vector per instance). A rank-one one is summed
-    as one number per instance into ``row_logit_grad`` [R] and multiplied by each row's
-    owner's user vector, which is several times cheaper on a CPU.
+    The item gradient of the busy rows [0, busy_rows) is built in one of two ways per step:
+
+    * *scatter*: table_grad is all zero between steps; the batch's d-vectors are summed into
+      their rows (``index_add_``) and those rows are zeroed again after the update. Its cost
+      grows with the batch's instances.
+    * *rank-one* (backbones whose item gradient is logit gradient x user vector): one number per
+      instance is summed into ``row_logit_grad`` [R] and every busy row is overwritten with it
+      times its owner's user vector. Its cost grows with the busy rows, and on a CPU it is the
+      cheaper one while busy rows stay under ``RANK_ONE_ROWS_PER_INSTANCE`` per instance.
+
+    ``dirty_rows``: table_grad rows [0, dirty_rows) may hold values left by rank-one steps or
+    the pull; a scatter step zeroes them first.
     """
+
+    RANK_ONE_ROWS_PER_INSTANCE = 8
 
     def __init__(self, table, user, mlp, backbone: Backbone, settings: LocalSettings, pull: Optional[AnchorPull],
                  row_owner: torch.Tensor):
@@ -221,23 +231,29 @@ class AdamRule:
         self.mlp_grad = torch.zeros_like(mlp)
         self.row_logit_grad = torch.zeros(table.shape[0], dtype=table.dtype, device=table.device)
         self.row_user = torch.empty_like(table)  # [R, d] each busy row's owner's user vector
+        self.dirty_rows = 0
 
-    def _item_grad(self, flat_rows: torch.Tensor, grads, busy_rows: int) -> None:
-        """Write d loss / d V into table_grad[:busy_rows] (zero on rows the batch missed)."""
-        if grads.dense is not None:
-            self.table_grad[:busy_rows].zero_()
-            self.table_grad.index_add_(0, flat_rows, grads.dense.reshape(-1, self.table.shape[1]))
-            return
-        self.row_logit_grad.index_add_(0, flat_rows, grads.logit.reshape(-1))
-        owners = torch.index_select(self.user, 0, self.row_owner[:busy_rows], out=self.row_user[:busy_rows])
-        torch.mul(self.row_logit_grad[:busy_rows].unsqueeze(1), owners, out=self.table_grad[:busy_rows])
-        self.row_logit_grad[:busy_rows].zero_()
+    def _item_grad(self, flat_rows: torch.Tensor, grads, busy_rows: int) -> bool:
+        """Write d loss / d V into table_grad[:busy_rows] (zero on rows the batch missed); returns
+        whether it scattered (so that the rows must be zeroed after the update)."""
+        if grads.dense is None and busy_rows <= self.RANK_ONE_ROWS_PER_INSTANCE * flat_rows.numel():
+            self.row_logit_grad.index_add_(0, flat_rows, grads.logit.reshape(-1))
+            owners = torch.index_select(self.user, 0, self.row_owner[:busy_rows], out=self.row_user[:busy_rows])
+            torch.mul(self.row_logit_grad[:busy_rows].unsqueeze(1), owners, out=self.table_grad[:busy_rows])
+            self.row_logit_grad[:busy_rows].zero_()
+            self.dirty_rows = max(self.dirty_rows, busy_rows)
+            return False
+        if self.dirty_rows:
+            self.table_grad[:self.dirty_rows].zero_()
+            self.dirty_rows = 0
+        self.table_grad.index_add_(0, flat_rows, grads.full().reshape(-1, self.table.shape[1]))
+        return True
 
     def step(self, step: Step) -> torch.Tensor:
         """Take one step; returns the per-instance BCE [a, B]."""
         flat_rows, per_instance, grad_user, grad_items, grad_mlp = batch_loss_and_grads(
             self.backbone, self.table, self.user, self.mlp, step)
-        self._item_grad(flat_rows, grad_items, step.busy_rows)
+        scattered = self._item_grad(flat_rows, grad_items, step.busy_rows)
         self.user_grad[step.active_dev] = grad_user
         if self.mlp.shape[1]:
             self.mlp_grad[step.active_dev] = grad_mlp
@@ -249,6 +265,9 @@ class AdamRule:
             self.mlp_adam.step(self.mlp_grad, step.client_runs, step.step_tensors)
         if self.pull is not None:
             self.mlp_grad.zero_()
+            self.dirty_rows = max(self.dirty_rows, step.busy_rows)
+        elif scattered:
+            self.table_grad.index_fill_(0, flat_rows, 0.0)
         return per_instance
 
 
