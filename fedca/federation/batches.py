@@ -99,6 +99,6 @@ class EpochShuffle:
         noise = torch.randint(1 << self.NOISE_BITS, (self.count,), generator=generator, dtype=torch.int32)
         if not self.packed:
             return torch.sort(self.fixed | noise, stable=True).indices
-        keys = self.fixed | (noise.long() << self.position_bits)
+        keys = noise.long().bitwise_left_shift_(self.position_bits).bitwise_or_(self.fixed)
         ordered = torch.from_numpy(np.sort(keys.numpy()))
-        return self.start + (ordered & ((1 << self.position_bits) - 1))
+        return ordered.bitwise_and_((1 << self.position_bits) - 1).add_(self.start)

@@ -230,7 +230,6 @@ class AdamRule:
         self.table_grad, self.user_grad = torch.zeros_like(table), torch.zeros_like(user)
         self.mlp_grad = torch.zeros_like(mlp)
         self.row_logit_grad = torch.zeros(table.shape[0], dtype=table.dtype, device=table.device)
-        self.row_user = torch.empty_like(table)  # [R, d] each busy row's owner's user vector
         self.dirty_rows = 0
 
     def _item_grad(self, flat_rows: torch.Tensor, grads, busy_rows: int) -> bool:
@@ -238,8 +237,8 @@ class AdamRule:
         whether it scattered (so that the rows must be zeroed after the update)."""
         if grads.dense is None and busy_rows <= self.RANK_ONE_ROWS_PER_INSTANCE * flat_rows.numel():
             self.row_logit_grad.index_add_(0, flat_rows, grads.logit.reshape(-1))
-            owners = torch.index_select(self.user, 0, self.row_owner[:busy_rows], out=self.row_user[:busy_rows])
-            torch.mul(self.row_logit_grad[:busy_rows].unsqueeze(1), owners, out=self.table_grad[:busy_rows])
+            owners = torch.index_select(self.user, 0, self.row_owner[:busy_rows], out=self.table_grad[:busy_rows])
+            owners.mul_(self.row_logit_grad[:busy_rows].unsqueeze(1))
             self.row_logit_grad[:busy_rows].zero_()
             self.dirty_rows = max(self.dirty_rows, busy_rows)
             return False
