@@ -37,6 +37,7 @@ def _hydra_run(argv: list) -> int:
     from fedca.config.compose import check_group_choices, compose_run_config, to_run_config
     from fedca.config.paths import conf_dir
     from fedca.config.schema import register_configs
+    from fedca.heap import keep_freed_blocks
     from fedca.results.atomic import write_json
     from fedca.run import RunInterrupted, run
 
@@ -53,6 +54,7 @@ def _hydra_run(argv: list) -> int:
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         try:
             run_cfg = to_run_config(cfg)
+            keep_freed_blocks()
             torch.set_num_threads(job_threads(run_cfg.threads, hydra_cfg.launcher if multirun else None))
             return run(run_cfg, out_dir)["selected"]["test"]
         except RunInterrupted as exc:

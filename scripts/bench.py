@@ -21,6 +21,7 @@ import torch
 from fedca.cli import job_threads
 from fedca.config.compose import compose_run_config
 from fedca.errors import FedcaError
+from fedca.heap import keep_freed_blocks
 from fedca.run import run
 
 
@@ -33,6 +34,7 @@ def main() -> int:
     try:
         cfg = compose_run_config([*args.overrides, f"rounds={args.rounds}", "progress=false"])
         torch.set_num_threads(job_threads(cfg.threads, None))
+        keep_freed_blocks()
         with tempfile.TemporaryDirectory() as out:
             summary = run(cfg, Path(out))
             rounds = pd.read_csv(Path(out) / "rounds.csv")
