@@ -1,6 +1,7 @@
 """The batched engine equals a plain per-client loop (tests/oracle.py) on real data."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from fedca.aggregators.registry import build_aggregator
 from fedca.config.compose import compose_run_config
 from fedca.data.fed_data import load_fed_data
 from fedca.federation.batches import EpochShuffle, build_round
-from fedca.federation.local_train import AdamRule
+from fedca.federation.local_train import AdamRule, local_train
 from fedca.federation.population import Population
 from fedca.federation.simulate import Simulation
 from fedca.models.backbones import build_backbone
@@ -132,3 +133,20 @@ def test_both_item_gradient_paths_match_per_client_loop(slice_30, monkeypatch, r
     assert taken == paths
     assert _max_abs_difference(start, engine) > 1e-2
     assert _max_abs_difference(engine, oracle) <= 1e-5
+
+
+def test_a_shuffle_drawn_ahead_for_an_epoch_that_never_runs_is_undone(slice_30):
+    cfg = compose_run_config(["dataset=ml100k", "local_epochs=10", "protocol.early_stop=official"])
+    settings = dataclasses.replace(simulation_settings(cfg).local, threshold=1e9)  # all stop after epoch 2
+    backbone = build_backbone("fcf", [], cfg.model.latent_dim)
+    population = Population.initial(slice_30.num_users, slice_30.num_items, cfg.model.latent_dim, backbone,
+                                    init="official", user_init="shared", generator=generator(0, "init"),
+                                    device=torch.device("cpu"))
+    batches = build_round(slice_30, torch.arange(USERS), 4, 256, generator(0, "train_negatives"))
+    shuffle = generator(0, "shuffle")
+    result = local_train(population, batches, backbone, settings, shuffle)
+    assert result.epochs.tolist() == [2] * USERS
+    expected = generator(0, "shuffle")
+    for _ in range(2):
+        EpochShuffle(batches).order(expected)
+    assert torch.equal(shuffle.get_state(), expected.get_state())

@@ -22,6 +22,7 @@ rows the client does not train this round stay fixed, so the term acts on the tr
 (with ``||theta||`` and ``<kappa, theta>`` taken over the whole block).
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -189,6 +190,52 @@ class StepLayout:
         return tuple(part.index_select(0, active) for part in parts)
 
 
+class EpochFeed:
+    """Each epoch's rows and labels per slot of the step layout ([S] each), drawn one epoch ahead
+    on a worker thread while the current epoch trains.
+
+    The shuffle generator is still used in epoch order, one draw at a time, and a draw for an
+    epoch that never runs (every client stopped early) is undone on ``close``, so the generator
+    ends where drawing epoch by epoch would have left it.
+    """
+
+    def __init__(self, shuffle_keys: EpochShuffle, generator: torch.Generator, layout: StepLayout,
+                 instance_rows: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype, epochs: int):
+        self.shuffle_keys, self.generator, self.layout = shuffle_keys, generator, layout
+        self.instance_rows, self.labels, self.dtype = instance_rows, labels, dtype
+        self.remaining = epochs
+        self.worker = ThreadPoolExecutor(max_workers=1)
+        self.pending, self.state_before = None, None
+        self._submit()
+
+    def _draw(self) -> tuple:
+        picked = self.shuffle_keys.order(self.generator).to(self.instance_rows.device)
+        picked = picked.index_select(0, self.layout.slots)  # [S] instance of every slot
+        return self.instance_rows.index_select(0, picked), self.labels.index_select(0, picked).to(self.dtype)
+
+    def _submit(self) -> None:
+        self.pending = None
+        if self.remaining:
+            self.remaining -= 1
+            self.state_before = self.generator.get_state()
+            self.pending = self.worker.submit(self._draw)
+
+    def next(self) -> tuple:
+        """(rows, labels) [S] of the next epoch."""
+        drawn = self.pending.result()
+        self._submit()
+        return drawn
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pending is not None:
+            self.pending.result()
+            self.generator.set_state(self.state_before)
+        self.worker.shutdown()
+
+
 def batch_loss_and_grads(backbone: Backbone, table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor,
                          step: Step) -> tuple:
     """The busy clients' mini-batch through the backbone: (flat_rows [a*B], per-instance BCE [a, B],
@@ -317,7 +364,6 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
 
     instance_rows, labels = instance_rows.to(device), batches.labels.to(device)
     layout = StepLayout(batches, device)
-    shuffle_keys = EpochShuffle(batches)
     steps = torch.zeros(n, dtype=torch.long)
     stopped = torch.zeros(n, dtype=torch.bool)
     epochs_run = torch.zeros(n, dtype=torch.long)
@@ -326,37 +372,37 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     previous = torch.zeros(n, dtype=torch.float64)
     step_tensors: dict = {}
 
-    for epoch in range(settings.epochs):
-        if bool(stopped.all()):
-            break
-        picked = shuffle_keys.order(shuffle).to(device).index_select(0, layout.slots)  # [S] instance per slot
-        epoch_rows = instance_rows.index_select(0, picked)  # [S]
-        epoch_target = labels.index_select(0, picked).to(table.dtype)  # [S]
-        epochs_run += (~stopped).long()
-        for step in range(int(layout.num_batches[~stopped].max())):
-            prefix = layout.prefix[step]
-            active = torch.nonzero(~stopped[:prefix]).squeeze(1)
-            steps[active] += 1
-            row_runs, client_runs = _runs(active, steps, row_offsets)
-            for _, _, number in client_runs:
-                if number not in step_tensors:
-                    step_tensors[number] = torch.tensor(float(number), device=device)
-            active_dev = active.to(device)
-            rows, target, valid, weight, counts = layout.step(step, epoch_rows, epoch_target,
-                                                              None if active.numel() == prefix else active_dev)
-            per_instance = rule.step(Step(active=active, active_dev=active_dev, rows=rows, target=target,
-                                          weight=weight, row_runs=row_runs, client_runs=client_runs,
-                                          step_tensors=step_tensors, busy_clients=prefix,
-                                          busy_rows=int(row_offsets[prefix])))
-            per_client = (per_instance * valid).sum(1) / counts  # [a]
-            loss_sum[active] += per_client.detach().double().cpu() * counts.cpu()
-            seen[active] += counts.cpu().double()
+    with EpochFeed(EpochShuffle(batches), shuffle, layout, instance_rows, labels, table.dtype,
+                   settings.epochs) as feed:
+        for epoch in range(settings.epochs):
+            if bool(stopped.all()):
+                break
+            epoch_rows, epoch_target = feed.next()
+            epochs_run += (~stopped).long()
+            for step in range(int(layout.num_batches[~stopped].max())):
+                prefix = layout.prefix[step]
+                active = torch.nonzero(~stopped[:prefix]).squeeze(1)
+                steps[active] += 1
+                row_runs, client_runs = _runs(active, steps, row_offsets)
+                for _, _, number in client_runs:
+                    if number not in step_tensors:
+                        step_tensors[number] = torch.tensor(float(number), device=device)
+                active_dev = active.to(device)
+                rows, target, valid, weight, counts = layout.step(step, epoch_rows, epoch_target,
+                                                                  None if active.numel() == prefix else active_dev)
+                per_instance = rule.step(Step(active=active, active_dev=active_dev, rows=rows, target=target,
+                                              weight=weight, row_runs=row_runs, client_runs=client_runs,
+                                              step_tensors=step_tensors, busy_clients=prefix,
+                                              busy_rows=int(row_offsets[prefix])))
+                per_client = (per_instance * valid).sum(1) / counts  # [a]
+                loss_sum[active] += per_client.detach().double().cpu() * counts.cpu()
+                seen[active] += counts.cpu().double()
 
-        running = loss_sum / seen.clamp(min=1)
-        if settings.early_stop and epoch > 0:
-            converged = (running - previous).abs() / (previous + 1e-5).abs() < settings.threshold
-            stopped |= converged
-        previous = running
+            running = loss_sum / seen.clamp(min=1)
+            if settings.early_stop and epoch > 0:
+                converged = (running - previous).abs() / (previous + 1e-5).abs() < settings.threshold
+                stopped |= converged
+            previous = running
 
     finite_rows = torch.isfinite(table).all(1).cpu()  # [R]
     bad_rows = torch.bincount(row_owner[~finite_rows], minlength=n)
