@@ -30,11 +30,18 @@ def checked_sigmoid(logits: torch.Tensor) -> torch.Tensor:
     return prob
 
 
+def binary_cross_entropy(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PyTorch's BCE for 0/1 targets, -max(log p, -100) or -max(log(1 - p), -100) [a, B], with
+    vectorised logarithms: several times faster on a CPU than ``F.binary_cross_entropy``, whose
+    scalar logarithms it matches to one ulp."""
+    return -torch.where(target > 0, torch.log(prob).clamp_(min=-100), torch.log1p(-prob).clamp_(min=-100))
+
+
 def bce_and_logit_grad(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> tuple:
     """Per-instance BCE [a, B] of sigmoid(logits) and d sum(weight * BCE) / d logits [a, B], in the
     closed form of PyTorch's BCE and sigmoid backward: (p - y) / max(p (1 - p), 1e-12) * p (1 - p)."""
     prob = checked_sigmoid(logits)  # [a, B]
-    loss = F.binary_cross_entropy(prob, target, reduction="none")
+    loss = binary_cross_entropy(prob, target)
     slope = (1 - prob) * prob
     return loss, weight * (prob - target) / slope.clamp(min=1e-12) * slope
 
