@@ -32,7 +32,7 @@ from fedca.aggregators.base import Anchors
 from fedca.federation.adam import RowAdam
 from fedca.federation.batches import EpochShuffle, RoundBatches
 from fedca.federation.population import Population
-from fedca.models.backbones import Backbone
+from fedca.models.backbones import Backbone, ItemGrads
 
 OPTIMIZERS = ("adam", "alternating_sgd")
 
@@ -251,55 +251,52 @@ class AdamRule:
     """A fresh Adam per client per round over (u, V rows) at ``lr_embedding`` and the MLP at
     ``lr_structure`` with L2 ``weight_decay`` (the official optimiser).
 
-    The item gradient of the busy rows [0, busy_rows) is built in one of two ways per step:
+    The item gradient of the busy rows is built in one of two ways, chosen per client for the
+    round (``rank_one_split``): clients before position ``split`` in training order scatter,
+    the rest (backbones whose item gradient is logit gradient x user vector) go rank-one.
 
-    * *scatter*: table_grad is all zero between steps; the batch's d-vectors are summed into
-      their rows (``index_add_``) and those rows are zeroed again after the update. Its cost
-      grows with the batch's instances.
-    * *rank-one* (backbones whose item gradient is logit gradient x user vector): one number per
-      instance is summed into ``row_logit_grad`` [R] and every busy row is overwritten with it
-      times its owner's user vector. Its cost grows with the busy rows, and on a CPU it is the
-      cheaper one while busy rows stay under ``RANK_ONE_ROWS_PER_INSTANCE`` per instance.
-
-    ``dirty_rows``: table_grad rows [0, dirty_rows) may hold values left by rank-one steps or
-    the pull; a scatter step zeroes them first.
+    * *scatter*: their table_grad rows [0, split_row) are zero between steps; the batch's
+      d-vectors are summed into their rows (``index_add_``) and those rows are zeroed again
+      after the update. The cost grows with the client's instances in the batch.
+    * *rank-one*: one number per instance is summed into ``row_logit_grad`` [R] and each busy
+      row from ``split_row`` on is overwritten with it times its owner's user vector. The cost
+      grows with the client's rows, so it suits clients with few rows per batch.
     """
 
-    RANK_ONE_ROWS_PER_INSTANCE = 8
-
     def __init__(self, table, user, mlp, backbone: Backbone, settings: LocalSettings, pull: Optional[AnchorPull],
-                 row_owner: torch.Tensor):
+                 row_owner: torch.Tensor, split: int, split_row: int):
         self.table, self.user, self.mlp, self.backbone, self.pull = table, user, mlp, backbone, pull
         self.row_owner = row_owner  # [R] training-order position of each compact row's client
+        self.split, self.split_row = split, split_row
         self.item_adam = RowAdam(table, settings.lr_embedding)
         self.user_adam = RowAdam(user, settings.lr_embedding)
         self.mlp_adam = RowAdam(mlp, settings.lr_structure, settings.weight_decay)
         self.table_grad, self.user_grad = torch.zeros_like(table), torch.zeros_like(user)
         self.mlp_grad = torch.zeros_like(mlp)
         self.row_logit_grad = torch.zeros(table.shape[0], dtype=table.dtype, device=table.device)
-        self.dirty_rows = 0
 
-    def _item_grad(self, flat_rows: torch.Tensor, grads, busy_rows: int) -> bool:
-        """Write d loss / d V into table_grad[:busy_rows] (zero on rows the batch missed); returns
-        whether it scattered (so that the rows must be zeroed after the update)."""
-        if grads.dense is None and busy_rows <= self.RANK_ONE_ROWS_PER_INSTANCE * flat_rows.numel():
-            self.row_logit_grad.index_add_(0, flat_rows, grads.logit.reshape(-1))
-            owners = torch.index_select(self.user, 0, self.row_owner[:busy_rows], out=self.table_grad[:busy_rows])
-            owners.mul_(self.row_logit_grad[:busy_rows].unsqueeze(1))
-            self.row_logit_grad[:busy_rows].zero_()
-            self.dirty_rows = max(self.dirty_rows, busy_rows)
-            return False
-        if self.dirty_rows:
-            self.table_grad[:self.dirty_rows].zero_()
-            self.dirty_rows = 0
-        self.table_grad.index_add_(0, flat_rows, grads.full().reshape(-1, self.table.shape[1]))
-        return True
+    def _item_grad(self, step: Step, grads: ItemGrads) -> torch.Tensor:
+        """Write d loss / d V into table_grad for the busy rows (zero on rows the batch missed);
+        returns the scattered rows, to be zeroed after the update."""
+        scattering = int(torch.searchsorted(step.active, self.split)) if self.split < step.busy_clients \
+            else step.active.numel()  # active positions before the split
+        scattered = step.rows[:scattering].reshape(-1)
+        if scattering:
+            self.table_grad.index_add_(0, scattered, grads.part(0, scattering).full().reshape(-1, self.table.shape[1]))
+        if scattering < step.active.numel():
+            rank_one = step.rows[scattering:].reshape(-1)
+            self.row_logit_grad.index_add_(0, rank_one, grads.logit[scattering:].reshape(-1))
+            rows = slice(self.split_row, step.busy_rows)
+            owners = torch.index_select(self.user, 0, self.row_owner[rows], out=self.table_grad[rows])
+            owners.mul_(self.row_logit_grad[rows].unsqueeze(1))
+            self.row_logit_grad[rows].zero_()
+        return scattered
 
     def step(self, step: Step) -> torch.Tensor:
         """Take one step; returns the per-instance BCE [a, B]."""
-        flat_rows, per_instance, grad_user, grad_items, grad_mlp = batch_loss_and_grads(
+        _, per_instance, grad_user, grad_items, grad_mlp = batch_loss_and_grads(
             self.backbone, self.table, self.user, self.mlp, step)
-        scattered = self._item_grad(flat_rows, grad_items, step.busy_rows)
+        scattered = self._item_grad(step, grad_items)
         self.user_grad[step.active_dev] = grad_user
         if self.mlp.shape[1]:
             self.mlp_grad[step.active_dev] = grad_mlp
@@ -311,10 +308,28 @@ class AdamRule:
             self.mlp_adam.step(self.mlp_grad, step.client_runs, step.step_tensors)
         if self.pull is not None:
             self.mlp_grad.zero_()
-            self.dirty_rows = max(self.dirty_rows, step.busy_rows)
-        elif scattered:
-            self.table_grad.index_fill_(0, flat_rows, 0.0)
+            self.table_grad[:min(self.split_row, step.busy_rows)].zero_()
+        else:
+            self.table_grad.index_fill_(0, scattered, 0.0)
         return per_instance
+
+
+RANK_ONE_ROWS_PER_INSTANCE = 8  # on a CPU, scattering one instance costs about as much as 8 rank-one rows
+
+
+def rank_one_split(num_batches: torch.Tensor, rows: torch.Tensor, batch_size: int, rank_one: bool) -> int:
+    """The training-order position from which clients take the rank-one path (n: none does).
+
+    num_batches and rows [n] per client. A client costs num_batches * rows per epoch on the
+    rank-one path and num_batches * batch_size * RANK_ONE_ROWS_PER_INSTANCE scattering; the
+    scattering clients must be a prefix (the busy clients of a step are one), so the split is
+    the prefix length with the least total cost."""
+    n = num_batches.numel()
+    if not rank_one or n == 0:
+        return n
+    extra = (num_batches * (batch_size * RANK_ONE_ROWS_PER_INSTANCE - rows)).double()  # [n] cost of scattering
+    totals = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(extra, 0)])  # [n + 1]
+    return int(torch.argmin(totals))
 
 
 class AlternatingSGDRule:
@@ -360,7 +375,10 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     else:
         pull = None if anchors is None else AnchorPull(anchors, population.items[clients], row_owner, row_items,
                                                        table, mlp)
-        rule = AdamRule(table, user, mlp, backbone, settings, pull, row_owner.to(device))
+        split = rank_one_split(batches.num_batches, row_offsets[1:] - row_offsets[:-1], batches.batch_size,
+                               backbone.rank_one_item_grads)
+        rule = AdamRule(table, user, mlp, backbone, settings, pull, row_owner.to(device), split,
+                        int(row_offsets[split]))
 
     instance_rows, labels = instance_rows.to(device), batches.labels.to(device)
     layout = StepLayout(batches, device)

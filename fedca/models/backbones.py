@@ -56,6 +56,12 @@ class ItemGrads:
     logit: Optional[torch.Tensor] = None
     user: Optional[torch.Tensor] = None
 
+    def part(self, first: int, end: int) -> "ItemGrads":
+        """The gradient of batch clients [first, end)."""
+        if self.dense is not None:
+            return ItemGrads(dense=self.dense[first:end])
+        return ItemGrads(logit=self.logit[first:end], user=self.user[first:end])
+
     def full(self) -> torch.Tensor:
         """The gradient [a, B, d]."""
         if self.dense is not None:
@@ -64,9 +70,11 @@ class ItemGrads:
 
 
 class Backbone:
-    """``score(user [a, d], items [a, B, d], mlp [a, P] | None) -> logits [a, B]``."""
+    """``score(user [a, d], items [a, B, d], mlp [a, P] | None) -> logits [a, B]``.
+    ``rank_one_item_grads``: ``loss_and_grads`` returns the item gradient as rank-one factors."""
 
     name = "backbone"
+    rank_one_item_grads = False
 
     def mlp_size(self) -> int:
         return 0
@@ -103,6 +111,7 @@ class FCF(Backbone):
     """Matrix factorisation: logit = u . V[j], no biases."""
 
     name = "fcf"
+    rank_one_item_grads = True
 
     def score(self, user, items, mlp=None):
         return torch.einsum("abd,ad->ab", items, user)  # [a, B]
