@@ -141,9 +141,11 @@ class AnchorPull:
         along = self.scale * mask / norm  # [busy]: coefficient of kappa
         back = self.scale * mask * dot / norm.pow(3)  # [busy]: coefficient of theta
         owner = self.row_owner[:step.busy_rows]
-        table_grad[:step.busy_rows] += (along[owner].unsqueeze(1) * self.kappa_rows[:step.busy_rows]
-                                        - back[owner].unsqueeze(1) * table[:step.busy_rows])
-        mlp_grad[:busy] += along.unsqueeze(1) * self.kappa_mlp[:busy] - back.unsqueeze(1) * mlp[:busy]
+        rows = table_grad[:step.busy_rows]
+        rows.addcmul_(along[owner].unsqueeze(1), self.kappa_rows[:step.busy_rows])
+        rows.addcmul_(back[owner].unsqueeze(1), table[:step.busy_rows], value=-1.0)
+        mlp_grad[:busy].addcmul_(along.unsqueeze(1), self.kappa_mlp[:busy])
+        mlp_grad[:busy].addcmul_(back.unsqueeze(1), mlp[:busy], value=-1.0)
 
 
 class StepLayout:
