@@ -22,6 +22,7 @@ rows the client does not train this round stay fixed, so the term acts on the tr
 (with ``||theta||`` and ``<kappa, theta>`` taken over the whole block).
 """
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
@@ -112,6 +113,10 @@ class AnchorPull:
                  row_items: torch.Tensor, table: torch.Tensor, mlp: torch.Tensor):
         self.scale = anchors.sign * anchors.strength
         self.row_owner = row_owner.to(table.device)  # [R]
+        counts = torch.bincount(self.row_owner, minlength=mlp.shape[0])
+        self.row_offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])  # [n + 1]
+        self.row_index = torch.arange(table.shape[0], device=table.device)  # [R]
+        self.row_ones = torch.ones(table.shape[0], dtype=table.dtype, device=table.device)  # [R]
         self.kappa_rows = anchors.items.to(table)[self.row_owner, row_items]  # [R, d]
         self.kappa_mlp = anchors.mlp.to(mlp)  # [n, P]
         full_dot = torch.einsum("nid,nid->n", anchors.items.to(table), full_items)  # [n]
@@ -120,13 +125,17 @@ class AnchorPull:
         self.rest_dot, self.rest_sq = full_dot - row_dot, full_sq - row_sq
 
     def _row_sums(self, table: torch.Tensor, rows: int, clients: int) -> tuple:
-        """Per-client sums over the compact rows [0, rows): (<kappa, V>, ||V||^2), each [clients]."""
-        owner = self.row_owner[:rows]
-        dot = torch.zeros(clients, dtype=table.dtype, device=table.device)
-        sq = torch.zeros_like(dot)
-        dot.index_add_(0, owner, (self.kappa_rows[:rows] * table[:rows]).sum(1))
-        sq.index_add_(0, owner, table[:rows].pow(2).sum(1))
-        return dot, sq
+        """Per-client sums over the compact rows [0, rows): (<kappa, V>, ||V||^2), each [clients].
+        A client's rows are contiguous, so the sums are one sparse [clients, rows] 0/1 matrix
+        times the per-row values (several times faster than ``index_add_`` on a CPU)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            blocks = torch.sparse_csr_tensor(self.row_offsets[:clients + 1], self.row_index[:rows],
+                                             self.row_ones[:rows], size=(clients, rows), check_invariants=False)
+        values = torch.stack([torch.linalg.vecdot(self.kappa_rows[:rows], table[:rows]),
+                              torch.linalg.vecdot(table[:rows], table[:rows])], 1)  # [rows, 2]
+        sums = blocks @ values  # [clients, 2]
+        return sums[:, 0], sums[:, 1]
 
     def add_grads(self, table: torch.Tensor, mlp: torch.Tensor, table_grad: torch.Tensor,
                   mlp_grad: torch.Tensor, step: Step) -> None:
