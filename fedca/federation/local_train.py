@@ -363,6 +363,14 @@ class AlternatingSGDRule:
         return per_instance
 
 
+def _finite_rows(values: torch.Tensor) -> torch.Tensor:
+    """[rows] whether each row of ``values`` [rows, k] is finite. One sum settles the usual case
+    (all finite); a non-finite or overflowing sum falls back to the per-row check."""
+    if bool(torch.isfinite(values.sum())):
+        return torch.ones(values.shape[0], dtype=torch.bool, device=values.device)
+    return torch.isfinite(values).all(1)
+
+
 def local_train(population: Population, batches: RoundBatches, backbone: Backbone, settings: LocalSettings,
                 shuffle: torch.Generator, anchors: Optional[Anchors] = None) -> LocalResult:
     """Train every client of ``batches`` from its current state in ``population`` (updated in place)."""
@@ -433,11 +441,9 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
                 stopped |= converged
             previous = running
 
-    finite_rows = torch.isfinite(table).all(1).cpu()  # [R]
-    bad_rows = torch.bincount(row_owner[~finite_rows], minlength=n)
     losses = loss_sum / seen.clamp(min=1)
-    finite = (torch.isfinite(losses) & (bad_rows == 0) & torch.isfinite(user).all(1).cpu()
-              & torch.isfinite(mlp).all(1).cpu())
+    finite = torch.isfinite(losses) & _finite_rows(user).cpu() & _finite_rows(mlp).cpu()
+    finite &= torch.bincount(row_owner[~_finite_rows(table).cpu()], minlength=n) == 0
     population.items[row_clients, row_items] = table
     population.user[clients] = user
     population.mlp[clients] = mlp
