@@ -206,8 +206,8 @@ class EpochFeed:
     on a worker thread while the current epoch trains.
 
     The shuffle generator is still used in epoch order, one draw at a time, and a draw for an
-    epoch that never runs (every client stopped early) is undone on ``close``, so the generator
-    ends where drawing epoch by epoch would have left it.
+    epoch that never runs (every client stopped early) is undone when the ``with`` block ends,
+    so the generator ends where drawing epoch by epoch would have left it.
     """
 
     def __init__(self, shuffle_keys: EpochShuffle, generator: torch.Generator, layout: StepLayout,
