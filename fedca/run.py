@@ -209,8 +209,8 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
 
 def _run(cfg: RunConfig, out_dir: Path) -> dict:
     checkpoint = load_checkpoint(out_dir) if cfg.resume else None
-    schema_defaults = OmegaConf.to_container(OmegaConf.structured(RunConfig))
-    if checkpoint is not None and not _saved_config_agrees(checkpoint["config"], _comparable(cfg), schema_defaults):
+    if checkpoint is not None and not _saved_config_agrees(checkpoint["config"], _comparable(cfg),
+                                                           OmegaConf.to_container(OmegaConf.structured(RunConfig))):
         raise FedcaError(f"{out_dir} holds a checkpoint of a different config; resume with the same "
                          f"overrides or choose another hydra.run.dir")
     if cfg.resume and cfg.skip_done and _status(out_dir) == "complete":
