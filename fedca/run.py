@@ -25,7 +25,7 @@ from fedca.config.schema import RunConfig
 from fedca.config.validate import validate
 from fedca.data.fed_data import load_fed_data
 from fedca.errors import FedcaError
-from fedca.federation.local_train import LocalSettings
+from fedca.federation.local_train import LocalSettings, choose_kernel
 from fedca.federation.population import Population
 from fedca.federation.privacy import PrivacySettings
 from fedca.federation.unseen import UnseenSettings
@@ -37,7 +37,7 @@ from fedca.results.run_folder import RunFolder, select_rounds
 from fedca.schedules.registry import build_schedule
 from fedca.seeding import generator
 
-RESUMABLE_DIFFERENCES = ("progress", "threads", "resume", "skip_done", "checkpoint_every", "save_selected")
+RESUMABLE_DIFFERENCES = ("progress", "threads", "kernel", "resume", "skip_done", "checkpoint_every", "save_selected")
 
 
 class RunInterrupted(Exception):
@@ -84,7 +84,7 @@ def simulation_settings(cfg: RunConfig) -> SimulationSettings:
                           lr_structure=cfg.model.lr_structure, weight_decay=cfg.model.weight_decay,
                           early_stop=cfg.protocol.early_stop == "official",
                           threshold=cfg.protocol.early_stop_threshold, optimizer=cfg.model.optimizer,
-                          item_lr_eta=cfg.model.item_lr_eta)
+                          item_lr_eta=cfg.model.item_lr_eta, kernel=cfg.kernel)
     return SimulationSettings(rounds=cfg.rounds, clients_sample_ratio=cfg.clients_sample_ratio,
                               num_train_negatives=cfg.protocol.num_train_negatives, batch_size=cfg.batch_size,
                               local=local, eval_every=cfg.eval_every, ks=list(cfg.eval.ks),
@@ -219,6 +219,7 @@ def _run(cfg: RunConfig, out_dir: Path) -> dict:
     started = time.time() - (checkpoint["wall_seconds"] if checkpoint else 0.0)
     data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed, progress=cfg.progress)
     backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers), cfg.model.latent_dim)
+    kernel = choose_kernel(simulation_settings(cfg).local, backbone, device)
     aggregator = build_aggregator(cfg.agg, cfg.model.mlp_layers)
     columns = {"name": cfg.protocol.name, "ties": cfg.protocol.ties, "select_by": cfg.protocol.select_by,
                "shared_val_test_negatives": cfg.protocol.shared_val_test_negatives,
@@ -274,7 +275,7 @@ def _run(cfg: RunConfig, out_dir: Path) -> dict:
     summary = {"run_id": run_id, "dataset": cfg.dataset.name, "model": cfg.model.name,
                "agg": cfg.agg.name, "seed": cfg.seed, "rounds": cfg.rounds, "select_metric": f"hr@{k}",
                **select_rounds(_trained_rows(folder.rows), cfg.protocol.select_by, f"hr@{k}"),
-               "wall_seconds": time.time() - started, "device": str(device),
+               "wall_seconds": time.time() - started, "device": str(device), "kernel": kernel,
                "num_users": data.num_users, "num_items": data.num_items,
                "protocol": protocol_record(cfg, data.meta, aggregator.reveals, warm.record if warm else None),
                "round_zero": _round_zero_metrics(folder.rows),

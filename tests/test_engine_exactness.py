@@ -59,19 +59,22 @@ def _max_abs_difference(left: Population, right: Population) -> float:
                for name in ("user", "items", "mlp"))
 
 
-@pytest.mark.parametrize("model", ["fcf", "ncf"])
+MODEL_KERNELS = [("fcf", "torch"), ("fcf", "numba"), ("ncf", "torch")]
+
+
+@pytest.mark.parametrize("model,kernel", MODEL_KERNELS)
 @pytest.mark.parametrize("agg", ["local", "fedavg", "composite"])
 @pytest.mark.parametrize("early_stop", [True, False])
-def test_batched_engine_matches_per_client_loop(slice_30, model, agg, early_stop):
-    cfg = _setup(model, agg, early_stop)
+def test_batched_engine_matches_per_client_loop(slice_30, model, kernel, agg, early_stop):
+    cfg = _setup(model, agg, early_stop, [f"kernel={kernel}"])
     start, engine, oracle = _engine_and_oracle(slice_30, cfg)
     assert _max_abs_difference(start, engine) > 1e-2
     assert _max_abs_difference(engine, oracle) <= 1e-5
 
 
-@pytest.mark.parametrize("model", ["fcf", "ncf"])
-def test_float32_engine_matches_per_client_loop(slice_30, model):
-    cfg = _setup(model, "composite", True)
+@pytest.mark.parametrize("model,kernel", MODEL_KERNELS)
+def test_float32_engine_matches_per_client_loop(slice_30, model, kernel):
+    cfg = _setup(model, "composite", True, [f"kernel={kernel}"])
     _, engine, oracle = _engine_and_oracle(slice_30, cfg, dtype=torch.float32)
     assert _max_abs_difference(engine, oracle) <= 1e-4
 
@@ -122,7 +125,7 @@ def test_both_item_gradient_paths_match_per_client_loop(slice_30, monkeypatch, r
     splits = []
     choose = local_train_module.rank_one_split
     monkeypatch.setattr(local_train_module, "rank_one_split", lambda *args: splits.append(choose(*args)) or splits[-1])
-    cfg = _setup("fcf", "composite", True)
+    cfg = _setup("fcf", "composite", True, ["kernel=torch"])
     start, engine, oracle = _engine_and_oracle(slice_30, cfg)
     expected = {0: {USERS}, 2: None, 10 ** 9: {0}}[rows_per_instance]
     if expected is None:
@@ -133,8 +136,9 @@ def test_both_item_gradient_paths_match_per_client_loop(slice_30, monkeypatch, r
     assert _max_abs_difference(engine, oracle) <= 1e-5
 
 
-def test_a_shuffle_drawn_ahead_for_an_epoch_that_never_runs_is_undone(slice_30):
-    cfg = compose_run_config(["dataset=ml100k", "local_epochs=10", "protocol.early_stop=official"])
+@pytest.mark.parametrize("kernel", ["torch", "numba"])
+def test_a_shuffle_drawn_ahead_for_an_epoch_that_never_runs_is_undone(slice_30, kernel):
+    cfg = compose_run_config(["dataset=ml100k", "local_epochs=10", "protocol.early_stop=official", f"kernel={kernel}"])
     settings = dataclasses.replace(simulation_settings(cfg).local, threshold=1e9)  # all stop after epoch 2
     backbone = build_backbone("fcf", [], cfg.model.latent_dim)
     population = Population.initial(slice_30.num_users, slice_30.num_items, cfg.model.latent_dim, backbone,

@@ -12,7 +12,8 @@ from fedca.aggregators.pfedrec import PFedRec
 from fedca.config.compose import compose_run_config
 from fedca.data.fed_data import load_fed_data
 from fedca.federation.batches import EpochShuffle, build_round
-from fedca.federation.local_train import AnchorPull, Step, local_train
+from fedca.federation.local_train import Step, local_train
+from fedca.federation.pull import AnchorPull
 from fedca.federation.population import Population
 from fedca.federation.merge import apply_downloads
 from fedca.models.backbones import build_backbone

@@ -151,9 +151,10 @@ def test_kill_during_checkpoint_writing_leaves_the_previous_checkpoint_loadable(
     assert state is not None and bool((state["payload"] == float(state["step"])).all())
 
 
-def test_nan_loss_stops_the_run_naming_round_and_clients(real_data_env, tmp_path):
+@pytest.mark.parametrize("kernel", ["torch", "numba"])
+def test_nan_loss_stops_the_run_naming_round_and_clients(real_data_env, tmp_path, kernel):
     cfg = compose_run_config(["dataset=filmtrust", "agg=fedavg", "rounds=3", "local_epochs=1", "progress=false",
-                              "model.lr_embedding=1e38"])
+                              "model.lr_embedding=1e38", f"kernel={kernel}"])
     with pytest.raises(FedcaError, match=r"round \d+: the training loss or parameters are NaN or infinite for \d+ of 1002 clients"):
         run(cfg, tmp_path)
     assert not (tmp_path / "summary.json").exists()

@@ -242,6 +242,7 @@ class RunConfig:
     progress: bool = True
     device: str = "auto"
     threads: int = 0
+    kernel: str = "auto"
     checkpoint_every: int = 10
     resume: bool = False
     skip_done: bool = True

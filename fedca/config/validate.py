@@ -14,7 +14,7 @@ from fedca.aggregators.perfedrec import CLUSTER_FEATURES, SAMPLINGS
 from fedca.aggregators.pfedgraph import SIMILARITIES
 from fedca.config.schema import (CompositeAggConfig, FedAttAggConfig, FedFastAggConfig, FedPerAggConfig,
                                  PerFedRecAggConfig, PFedGraphAggConfig, RunConfig)
-from fedca.federation.local_train import OPTIMIZERS
+from fedca.federation.local_train import KERNELS, OPTIMIZERS
 from fedca.federation.warm_start import TRANSFERS
 from fedca.errors import FedcaError
 from fedca.metrics.ranking import TIE_POLICIES
@@ -104,6 +104,10 @@ def _validate_model(cfg: RunConfig) -> None:
     _choice("model.init", model.init, ("official", "small"))
     _choice("model.user_init", model.user_init, ("shared", "random"))
     _choice("model.optimizer", model.optimizer, OPTIMIZERS)
+    _choice("kernel", cfg.kernel, KERNELS)
+    if cfg.kernel == "numba" and not (model.name == "fcf" and model.optimizer == "adam" and cfg.device != "cuda"):
+        raise FedcaError(f"kernel=numba covers model=fcf with model.optimizer=adam on the CPU, not model={model.name} "
+                         f"model.optimizer={model.optimizer} device={cfg.device}; use kernel=auto or kernel=torch")
     _require(model.item_lr_eta >= 0, "model.item_lr_eta", model.item_lr_eta, "must be >= 0 (0: item lr = lr_embedding)")
     if model.local_epochs is not None:
         _at_least("model.local_epochs", model.local_epochs, 1)

@@ -94,9 +94,13 @@ class EpochShuffle:
         else:
             self.fixed = owner << self.NOISE_BITS
 
+    def noise(self, generator: torch.Generator) -> torch.Tensor:
+        """[T] the next epoch's noise (int32), one draw from ``generator``."""
+        return torch.randint(1 << self.NOISE_BITS, (self.count,), generator=generator, dtype=torch.int32)
+
     def order(self, generator: torch.Generator) -> torch.Tensor:
         """[T] instance indices for the next epoch."""
-        noise = torch.randint(1 << self.NOISE_BITS, (self.count,), generator=generator, dtype=torch.int32)
+        noise = self.noise(generator)
         if not self.packed:
             return torch.sort(self.fixed | noise, stable=True).indices
         keys = noise.long().bitwise_left_shift_(self.position_bits).bitwise_or_(self.fixed)

@@ -16,13 +16,13 @@ table and scattering it back equals training the full [I, d] table. Every step:
 The official early stop ends a client's epochs when its running-average loss (all batches
 of all epochs so far) changes by less than ``threshold`` relative to the previous epoch's.
 
-An optional pull term (``Anchors``, pFedGraph) adds ``sign * strength * <kappa, theta / ||theta||>``
-to each client's loss, theta = (V, Theta). Its gradient reaches the compact rows and the MLP;
-rows the client does not train this round stay fixed, so the term acts on the trained rows
-(with ``||theta||`` and ``<kappa, theta>`` taken over the whole block).
+An optional pull term (``Anchors``, pFedGraph, ``pull.AnchorPull``) adds to each client's loss.
+
+Two kernels run the epochs. ``torch`` (``BatchedEpochs``) steps all busy clients at once as
+above, on any device and backbone. ``numba`` (``fused.FusedEpochs``) runs each client's whole
+epoch in a compiled loop, for FCF with Adam on the CPU; ``auto`` takes it where it applies.
 """
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
@@ -30,12 +30,20 @@ from typing import Optional
 import torch
 
 from fedca.aggregators.base import Anchors
+from fedca.errors import FedcaError
 from fedca.federation.adam import RowAdam
 from fedca.federation.batches import EpochShuffle, RoundBatches
 from fedca.federation.population import Population
-from fedca.models.backbones import Backbone, ItemGrads
+from fedca.federation.pull import AnchorPull
+from fedca.models.backbones import FCF, Backbone, ItemGrads
+
+try:
+    from fedca.federation import fused
+except ImportError:  # numba missing or unusable here: only the torch kernel runs
+    fused = None
 
 OPTIMIZERS = ("adam", "alternating_sgd")
+KERNELS = ("auto", "torch", "numba")
 
 
 @dataclass
@@ -52,6 +60,7 @@ class LocalSettings:
     threshold: float
     optimizer: str = "adam"
     item_lr_eta: float = 0.0
+    kernel: str = "auto"
 
 
 @dataclass
@@ -102,61 +111,6 @@ def _runs(active: torch.Tensor, steps: torch.Tensor, row_offsets: torch.Tensor) 
     return [tuple(r) for r in rows], [tuple(c) for c in clients]
 
 
-class AnchorPull:
-    """Gradient of ``sign * strength * <kappa, theta> / ||theta||`` for the compact rows and MLPs.
-
-    kappa_rows [R, d] and kappa_mlp [n, P] are the anchors at the compact rows; the parts of
-    ``<kappa, theta>`` and ``||theta||^2`` from rows outside the compact table are constants
-    [n] fixed at the start of the round."""
-
-    def __init__(self, anchors: Anchors, full_items: torch.Tensor, row_owner: torch.Tensor,
-                 row_items: torch.Tensor, table: torch.Tensor, mlp: torch.Tensor):
-        self.scale = anchors.sign * anchors.strength
-        self.row_owner = row_owner.to(table.device)  # [R]
-        counts = torch.bincount(self.row_owner, minlength=mlp.shape[0])
-        self.row_offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])  # [n + 1]
-        self.row_index = torch.arange(table.shape[0], device=table.device)  # [R]
-        self.row_ones = torch.ones(table.shape[0], dtype=table.dtype, device=table.device)  # [R]
-        self.kappa_rows = anchors.items.to(table)[self.row_owner, row_items]  # [R, d]
-        self.kappa_mlp = anchors.mlp.to(mlp)  # [n, P]
-        full_dot = torch.einsum("nid,nid->n", anchors.items.to(table), full_items)  # [n]
-        full_sq = full_items.pow(2).sum((1, 2))  # [n]
-        row_dot, row_sq = self._row_sums(table, table.shape[0], mlp.shape[0])
-        self.rest_dot, self.rest_sq = full_dot - row_dot, full_sq - row_sq
-
-    def _row_sums(self, table: torch.Tensor, rows: int, clients: int) -> tuple:
-        """Per-client sums over the compact rows [0, rows): (<kappa, V>, ||V||^2), each [clients].
-        A client's rows are contiguous, so the sums are one sparse [clients, rows] 0/1 matrix
-        times the per-row values (several times faster than ``index_add_`` on a CPU)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            blocks = torch.sparse_csr_tensor(self.row_offsets[:clients + 1], self.row_index[:rows],
-                                             self.row_ones[:rows], size=(clients, rows), check_invariants=False)
-        values = torch.stack([torch.linalg.vecdot(self.kappa_rows[:rows], table[:rows]),
-                              torch.linalg.vecdot(table[:rows], table[:rows])], 1)  # [rows, 2]
-        sums = blocks @ values  # [clients, 2]
-        return sums[:, 0], sums[:, 1]
-
-    def add_grads(self, table: torch.Tensor, mlp: torch.Tensor, table_grad: torch.Tensor,
-                  mlp_grad: torch.Tensor, step: Step) -> None:
-        """Add the pull's gradient for the busy clients to table_grad [R, d] and mlp_grad [n, P]."""
-        busy = step.busy_clients
-        dot, sq = self._row_sums(table, step.busy_rows, busy)
-        dot = dot + self.rest_dot[:busy] + (self.kappa_mlp[:busy] * mlp[:busy]).sum(1)
-        sq = sq + self.rest_sq[:busy] + mlp[:busy].pow(2).sum(1)
-        norm = sq.sqrt()
-        mask = torch.zeros(busy, dtype=table.dtype, device=table.device)
-        mask[step.active_dev] = 1.0
-        along = self.scale * mask / norm  # [busy]: coefficient of kappa
-        back = self.scale * mask * dot / norm.pow(3)  # [busy]: coefficient of theta
-        owner = self.row_owner[:step.busy_rows]
-        rows = table_grad[:step.busy_rows]
-        rows.addcmul_(along[owner].unsqueeze(1), self.kappa_rows[:step.busy_rows])
-        rows.addcmul_(back[owner].unsqueeze(1), table[:step.busy_rows], value=-1.0)
-        mlp_grad[:busy].addcmul_(along.unsqueeze(1), self.kappa_mlp[:busy])
-        mlp_grad[:busy].addcmul_(back.unsqueeze(1), mlp[:busy], value=-1.0)
-
-
 class StepLayout:
     """Where each mini-batch of a round sits, fixed for the round (only the order changes per epoch).
 
@@ -202,17 +156,17 @@ class StepLayout:
 
 
 class EpochFeed:
-    """Each epoch's rows and labels per slot of the step layout ([S] each), drawn one epoch ahead
-    on a worker thread while the current epoch trains.
+    """Each epoch's rows and labels per slot of the step layout (``slots`` [S]), drawn one epoch
+    ahead on a worker thread while the current epoch trains.
 
     The shuffle generator is still used in epoch order, one draw at a time, and a draw for an
     epoch that never runs (every client stopped early) is undone when the ``with`` block ends,
     so the generator ends where drawing epoch by epoch would have left it.
     """
 
-    def __init__(self, shuffle_keys: EpochShuffle, generator: torch.Generator, layout: StepLayout,
+    def __init__(self, shuffle_keys: EpochShuffle, generator: torch.Generator, slots: torch.Tensor,
                  instance_rows: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype, epochs: int):
-        self.shuffle_keys, self.generator, self.layout = shuffle_keys, generator, layout
+        self.shuffle_keys, self.generator, self.slots = shuffle_keys, generator, slots
         self.instance_rows, self.labels, self.dtype = instance_rows, labels, dtype
         self.remaining = epochs
         self.worker = ThreadPoolExecutor(max_workers=1)
@@ -221,7 +175,7 @@ class EpochFeed:
 
     def _draw(self) -> tuple:
         picked = self.shuffle_keys.order(self.generator).to(self.instance_rows.device)
-        picked = picked.index_select(0, self.layout.slots)  # [S] instance of every slot
+        picked = picked.index_select(0, self.slots)  # [S] instance of every slot
         return self.instance_rows.index_select(0, picked), self.labels.index_select(0, picked).to(self.dtype)
 
     def _submit(self) -> None:
@@ -371,6 +325,22 @@ def _finite_rows(values: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(values).all(1)
 
 
+def choose_kernel(settings: LocalSettings, backbone: Backbone, device: torch.device) -> str:
+    """``torch`` or ``numba``: the kernel ``settings.kernel`` asks for, ``auto`` taking ``numba``
+    for FCF with Adam on the CPU when numba is installed. Raises FedcaError when ``numba`` is
+    asked for a setup it does not cover."""
+    fits = type(backbone) is FCF and settings.optimizer == "adam" and device.type == "cpu"
+    if settings.kernel == "torch" or (settings.kernel == "auto" and not (fits and fused is not None)):
+        return "torch"
+    if fused is None:
+        raise FedcaError("kernel=numba needs the numba package (pip install numba); use kernel=torch")
+    if not fits:
+        raise FedcaError(f"kernel=numba covers model=fcf with model.optimizer=adam on the CPU, not "
+                         f"model={backbone.name} model.optimizer={settings.optimizer} device={device.type}; "
+                         f"use kernel=auto or kernel=torch")
+    return "numba"
+
+
 def local_train(population: Population, batches: RoundBatches, backbone: Backbone, settings: LocalSettings,
                 shuffle: torch.Generator, anchors: Optional[Anchors] = None) -> LocalResult:
     """Train every client of ``batches`` from its current state in ``population`` (updated in place)."""
@@ -388,19 +358,43 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     table = population.items[row_clients, row_items]  # [R, d]
     user = population.user[clients].clone()  # [n, d]
     mlp = population.mlp[clients].clone()  # [n, P]
+    pull = None if anchors is None or settings.optimizer == "alternating_sgd" else \
+        AnchorPull(anchors, population.items[clients], row_owner, row_items, table, mlp)
+    instance_rows = instance_rows.to(device)
+    if choose_kernel(settings, backbone, device) == "numba":
+        loss_sum, seen, epochs_run = fused.train_round(table, user, batches, row_offsets, instance_rows, settings,
+                                                       shuffle, pull)
+    else:
+        loss_sum, seen, epochs_run = _train_batched(table, user, mlp, batches, backbone, settings, shuffle, pull,
+                                                    row_owner, row_offsets, instance_rows, num_items)
+
+    losses = loss_sum / seen.clamp(min=1)
+    finite = torch.isfinite(losses) & _finite_rows(user).cpu() & _finite_rows(mlp).cpu()
+    finite &= torch.bincount(row_owner[~_finite_rows(table).cpu()], minlength=n) == 0
+    population.items[row_clients, row_items] = table
+    population.user[clients] = user
+    population.mlp[clients] = mlp
+    return LocalResult(losses=losses, finite=finite, epochs=epochs_run, row_keys=row_keys,
+                       row_counts=row_counts)
+
+
+def _train_batched(table, user, mlp, batches: RoundBatches, backbone: Backbone, settings: LocalSettings,
+                   shuffle: torch.Generator, pull: Optional[AnchorPull], row_owner: torch.Tensor,
+                   row_offsets: torch.Tensor, instance_rows: torch.Tensor, num_items: int) -> tuple:
+    """The torch kernel: every busy client stepped at once, epoch after epoch, on table [R, d],
+    user [n, d] and mlp [n, P] in place (``num_items`` sets PFedRec's item learning rate). Returns (loss_sum, seen) [n] float64 (summed BCE and
+    instances over the epochs run) and epochs_run [n]."""
+    device, n = table.device, user.shape[0]
     if settings.optimizer == "alternating_sgd":
         item_lr = settings.lr_embedding * (num_items * settings.item_lr_eta if settings.item_lr_eta else 1.0)
         rule = AlternatingSGDRule(table, user, mlp, backbone, settings.lr_structure, item_lr)
     else:
-        pull = None if anchors is None else AnchorPull(anchors, population.items[clients], row_owner, row_items,
-                                                       table, mlp)
         split = rank_one_split(batches.num_batches, row_offsets[1:] - row_offsets[:-1], batches.batch_size,
                                backbone.rank_one_item_grads)
         rule = AdamRule(table, user, mlp, backbone, settings, pull, row_owner.to(device), split,
                         int(row_offsets[split]))
-
-    instance_rows, labels = instance_rows.to(device), batches.labels.to(device)
     layout = StepLayout(batches, device)
+    labels = batches.labels.to(device)
     steps = torch.zeros(n, dtype=torch.long)
     stopped = torch.zeros(n, dtype=torch.bool)
     epochs_run = torch.zeros(n, dtype=torch.long)
@@ -409,7 +403,7 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     previous = torch.zeros(n, dtype=torch.float64)
     step_tensors: dict = {}
 
-    with EpochFeed(EpochShuffle(batches), shuffle, layout, instance_rows, labels, table.dtype,
+    with EpochFeed(EpochShuffle(batches), shuffle, layout.slots, instance_rows, labels, table.dtype,
                    settings.epochs) as feed:
         for epoch in range(settings.epochs):
             if bool(stopped.all()):
@@ -440,12 +434,4 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
                 converged = (running - previous).abs() / (previous + 1e-5).abs() < settings.threshold
                 stopped |= converged
             previous = running
-
-    losses = loss_sum / seen.clamp(min=1)
-    finite = torch.isfinite(losses) & _finite_rows(user).cpu() & _finite_rows(mlp).cpu()
-    finite &= torch.bincount(row_owner[~_finite_rows(table).cpu()], minlength=n) == 0
-    population.items[row_clients, row_items] = table
-    population.user[clients] = user
-    population.mlp[clients] = mlp
-    return LocalResult(losses=losses, finite=finite, epochs=epochs_run, row_keys=row_keys,
-                       row_counts=row_counts)
+    return loss_sum, seen, epochs_run

@@ -1,0 +1,95 @@
+"""The compiled (numba) kernel against the torch kernel, and its parts on their own."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from fedca.aggregators.registry import build_aggregator
+from fedca.config.compose import compose_run_config
+from fedca.data.fed_data import load_fed_data
+from fedca.federation import fused
+from fedca.federation.batches import build_round
+from fedca.federation.local_train import local_train
+from fedca.federation.population import Population
+from fedca.federation.simulate import Simulation
+from fedca.models.backbones import build_backbone
+from fedca.run import simulation_settings
+from fedca.schedules.registry import build_schedule
+from fedca.seeding import generator
+
+USERS = 40
+
+
+@pytest.fixture(scope="module")
+def slice_40(real_data_env):
+    cfg = compose_run_config(["dataset=ml100k"])
+    return load_fed_data(cfg.dataset, cfg.protocol, seed=0).subset_users(USERS)
+
+
+def _simulate(data, overrides) -> Population:
+    cfg = compose_run_config(["rounds=2", "local_epochs=3", *overrides])
+    backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers), cfg.model.latent_dim)
+    population = Population.initial(data.num_users, data.num_items, cfg.model.latent_dim, backbone,
+                                    init=cfg.model.init, user_init=cfg.model.user_init,
+                                    generator=generator(cfg.seed, "init"), device=torch.device("cpu"))
+    population = Population(user=population.user.double(), items=population.items.double(),
+                            mlp=population.mlp.double())
+    start = copy.deepcopy(population)
+    Simulation(data, population, backbone, build_aggregator(cfg.agg, cfg.model.mlp_layers), build_schedule(cfg),
+               simulation_settings(cfg), cfg.seed).run(lambda record: None)
+    assert float((population.items - start.items).abs().max()) > 1e-2
+    return population
+
+
+@pytest.mark.parametrize("agg", ["pfedgraph", "fedfast", "perfedrec"])
+def test_both_kernels_agree_on_the_baselines_without_an_oracle(slice_40, agg):
+    """pFedGraph's pull term, FedFast's delegates and PerFedRec's user-vector uploads run through
+    the compiled kernel as through the torch one (float64; the torch kernel's batch-mean weights
+    are float32, about 1e-8 relative)."""
+    extra = ["clients_sample_ratio=1.0"] if agg == "fedfast" else []
+    compiled = _simulate(slice_40, [f"agg={agg}", "kernel=numba", *extra])
+    batched = _simulate(slice_40, [f"agg={agg}", "kernel=torch", *extra])
+    for name in ("user", "items"):
+        assert float((getattr(compiled, name) - getattr(batched, name)).abs().max()) <= 1e-7
+
+
+def _one_round(data, threads: int) -> tuple:
+    cfg = compose_run_config(["kernel=numba", "local_epochs=4"])
+    backbone = build_backbone("fcf", [], cfg.model.latent_dim)
+    population = Population.initial(data.num_users, data.num_items, cfg.model.latent_dim, backbone,
+                                    init="official", user_init="random", generator=generator(0, "init"),
+                                    device=torch.device("cpu"))
+    batches = build_round(data, torch.arange(data.num_users), 4, 64, generator(0, "train_negatives"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = local_train(population, batches, backbone, simulation_settings(cfg).local, generator(0, "shuffle"))
+    finally:
+        torch.set_num_threads(before)
+    return population, result
+
+
+def test_the_result_does_not_depend_on_the_thread_count(slice_40):
+    one, one_result = _one_round(slice_40, 1)
+    two, two_result = _one_round(slice_40, 2)
+    assert torch.equal(one.items, two.items) and torch.equal(one.user, two.user)
+    assert torch.equal(one_result.losses, two_result.losses)
+    assert torch.equal(one_result.epochs, two_result.epochs)
+
+
+@pytest.mark.parametrize("size,high", [(1, 10), (7, 3), (300, 1 << 31), (1000, 50)])
+def test_epoch_order_is_a_stable_sort_by_noise(size, high):
+    noise = torch.randint(high, (size,), generator=torch.Generator().manual_seed(size), dtype=torch.int32)
+    order = np.empty(size, dtype=np.int64)
+    fused._epoch_order(noise.numpy(), order, np.empty(2 * size + 2, dtype=np.int64))
+    assert np.array_equal(order, torch.sort(noise, stable=True).indices.numpy())
+
+
+def test_thread_groups_take_every_client_once_and_balance_the_cost():
+    cost = torch.randint(1, 1000, (101,), generator=torch.Generator().manual_seed(3))
+    offsets, clients = fused.thread_groups(cost, 4)
+    assert sorted(clients.tolist()) == list(range(101))
+    totals = [int(cost[clients[offsets[g]:offsets[g + 1]]].sum()) for g in range(4)]
+    assert max(totals) - min(totals) <= int(cost.max())
