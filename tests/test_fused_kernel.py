@@ -1,6 +1,7 @@
 """The compiled (numba) kernel against the torch kernel, and its parts on their own."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -9,13 +10,15 @@ import torch
 from fedca.aggregators.registry import build_aggregator
 from fedca.config.compose import compose_run_config
 from fedca.data.fed_data import load_fed_data
+from fedca.errors import FedcaError
 from fedca.federation import fused
+from fedca.federation import local_train as local_train_module
 from fedca.federation.batches import build_round
-from fedca.federation.local_train import local_train
+from fedca.federation.local_train import choose_kernel, local_train
 from fedca.federation.population import Population
 from fedca.federation.simulate import Simulation
-from fedca.models.backbones import build_backbone
-from fedca.run import simulation_settings
+from fedca.models.backbones import FCF, NCF, PFedRecHead, build_backbone
+from fedca.run import run, simulation_settings
 from fedca.schedules.registry import build_schedule
 from fedca.seeding import generator
 
@@ -93,3 +96,24 @@ def test_thread_groups_take_every_client_once_and_balance_the_cost():
     assert sorted(clients.tolist()) == list(range(101))
     totals = [int(cost[clients[offsets[g]:offsets[g + 1]]].sum()) for g in range(4)]
     assert max(totals) - min(totals) <= int(cost.max())
+
+
+def test_auto_takes_numba_for_fcf_with_adam_on_the_cpu_and_torch_otherwise(monkeypatch):
+    settings = simulation_settings(compose_run_config([])).local
+    cpu = torch.device("cpu")
+    assert choose_kernel(settings, FCF(), cpu) == "numba"
+    assert choose_kernel(settings, NCF([32, 16, 8, 1]), cpu) == "torch"
+    assert choose_kernel(dataclasses.replace(settings, optimizer="alternating_sgd"), PFedRecHead(16), cpu) == "torch"
+    assert choose_kernel(settings, FCF(), torch.device("cuda")) == "torch"
+    assert choose_kernel(dataclasses.replace(settings, kernel="torch"), FCF(), cpu) == "torch"
+    with pytest.raises(FedcaError, match="kernel=numba covers model=fcf"):
+        choose_kernel(dataclasses.replace(settings, kernel="numba"), NCF([32, 16, 8, 1]), cpu)
+    monkeypatch.setattr(local_train_module, "fused", None)  # numba not installed
+    assert choose_kernel(settings, FCF(), cpu) == "torch"
+    with pytest.raises(FedcaError, match="needs the numba package"):
+        choose_kernel(dataclasses.replace(settings, kernel="numba"), FCF(), cpu)
+
+
+def test_the_run_records_the_kernel_it_used(real_data_env, tmp_path):
+    cfg = compose_run_config(["dataset=filmtrust", "rounds=1", "local_epochs=1", "progress=false"])
+    assert run(cfg, tmp_path)["kernel"] == "numba"

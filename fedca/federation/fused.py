@@ -31,9 +31,10 @@ BETA1_AT, BETA2_AT, EPS_AT, REST1_AT, REST2_AT, ONE_AT, TINY_AT, CLAMP_AT = rang
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _adam(param, exp_avg, exp_avg_sq, grad, step_size, bias2_sqrt, hyper):
+def _adam(param, exp_avg, exp_avg_sq, grad, step_size, inv_bias2_sqrt, hyper):
     """Adam on the flat arrays param, exp_avg, exp_avg_sq with gradient grad (one length; slices
-    that start at index 0, so the loop vectorises)."""
+    that start at index 0, so the loop vectorises). The denominator is sqrt(v) * inv_bias2_sqrt
+    + eps: torch divides by sqrt(1 - beta2^t) instead, one division more, within an ulp of it."""
     beta1, beta2, eps = hyper[BETA1_AT], hyper[BETA2_AT], hyper[EPS_AT]
     rest1, rest2 = hyper[REST1_AT], hyper[REST2_AT]
     for j in range(param.shape[0]):
@@ -42,11 +43,12 @@ def _adam(param, exp_avg, exp_avg_sq, grad, step_size, bias2_sqrt, hyper):
         avg_sq = exp_avg_sq[j] * beta2 + g * g * rest2
         exp_avg[j] = avg
         exp_avg_sq[j] = avg_sq
-        param[j] -= step_size * avg / (math.sqrt(avg_sq) / bias2_sqrt + eps)
+        param[j] -= step_size * avg / (math.sqrt(avg_sq) * inv_bias2_sqrt + eps)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _adam_rank_one(rows, exp_avg, exp_avg_sq, logit_grad, user, kappa, along, back, step_size, bias2_sqrt, hyper):
+def _adam_rank_one(rows, exp_avg, exp_avg_sq, logit_grad, user, kappa, along, back, step_size, inv_bias2_sqrt,
+                   hyper):
     """Adam on one client's compact rows [r, d] (and their moments) whose gradient is
     logit_grad [r] x user [d], plus, when ``kappa`` [r, d] is not empty, the pull term's
     along * kappa - back * rows."""
@@ -64,7 +66,7 @@ def _adam_rank_one(rows, exp_avg, exp_avg_sq, logit_grad, user, kappa, along, ba
             avg_sq = avg_sq_row[k] * beta2 + g * g * rest2
             avg_row[k] = avg
             avg_sq_row[k] = avg_sq
-            value[k] -= step_size * avg / (math.sqrt(avg_sq) / bias2_sqrt + eps)
+            value[k] -= step_size * avg / (math.sqrt(avg_sq) * inv_bias2_sqrt + eps)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -84,25 +86,25 @@ def _pull_coefficients(values, kappa, rest_dot, rest_sq, scale, scalars):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _epoch_order(noise, order, bucket_ends):
-    """order[:n] = the positions 0 .. n-1 of ``noise`` [n] (values in [0, 2^31)) by (noise,
+    """order[:size] = the positions 0 .. size-1 of ``noise`` [size] (values in [0, 2^31)) by (noise,
     position): the order of a stable sort by noise. The noise is uniform, so a bucket pass on its
-    top bits leaves about one position per bucket and an insertion sort finishes in O(n)."""
-    n = noise.shape[0]
+    top bits leaves about one position per bucket and an insertion sort finishes in O(size)."""
+    size = noise.shape[0]
     bits = 0
-    while (1 << bits) < n:
+    while (1 << bits) < size:
         bits += 1
     shift = NOISE_BITS - bits
     ends = bucket_ends[:(1 << bits) + 1]
     ends[:] = 0
-    for position in range(n):
+    for position in range(size):
         ends[(noise[position] >> shift) + 1] += 1
     for bucket in range((1 << bits)):
         ends[bucket + 1] += ends[bucket]
-    for position in range(n):
+    for position in range(size):
         bucket = noise[position] >> shift
         order[ends[bucket]] = position
         ends[bucket] += 1
-    for i in range(1, n):
+    for i in range(1, size):
         position = order[i]
         value = noise[position]
         j = i - 1
@@ -176,7 +178,7 @@ def _client_round(client, noise, offsets, row_offsets, instance_rows, labels, ba
             seen[client] += count
             steps += 1
             scalars[2] = lr / (1.0 - BETA1 ** steps)
-            scalars[3] = math.sqrt(1.0 - BETA2 ** steps)
+            scalars[3] = 1.0 / math.sqrt(1.0 - BETA2 ** steps)
             if pull_scale != 0.0:
                 _pull_coefficients(rows, kappa_rows, rest_dot[client], rest_sq[client], pull_scale, scalars)
             _adam_rank_one(rows, avg_rows, avg_sq_rows, logit_grad, old_user, kappa_rows, scalars[4], scalars[5],
