@@ -353,9 +353,11 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     row_owner = row_keys // num_items
     row_offsets = torch.zeros(n + 1, dtype=torch.long)
     row_offsets[1:] = torch.cumsum(torch.bincount(row_owner, minlength=n), 0)
-    row_clients, row_items = clients[row_owner.to(device)], (row_keys % num_items).to(device)
+    row_items = (row_keys % num_items).to(device)
+    flat_rows = clients[row_owner.to(device)] * num_items + row_items  # [R] rows of the [N * I, d] view
+    item_rows = population.items.view(-1, population.items.shape[2])  # [N * I, d], writes reach the clients
 
-    table = population.items[row_clients, row_items]  # [R, d]
+    table = item_rows.index_select(0, flat_rows)  # [R, d]
     user = population.user[clients].clone()  # [n, d]
     mlp = population.mlp[clients].clone()  # [n, P]
     pull = None if anchors is None or settings.optimizer == "alternating_sgd" else \
@@ -371,7 +373,7 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     losses = loss_sum / seen.clamp(min=1)
     finite = torch.isfinite(losses) & _finite_rows(user).cpu() & _finite_rows(mlp).cpu()
     finite &= torch.bincount(row_owner[~_finite_rows(table).cpu()], minlength=n) == 0
-    population.items[row_clients, row_items] = table
+    item_rows.index_copy_(0, flat_rows, table)
     population.user[clients] = user
     population.mlp[clients] = mlp
     return LocalResult(losses=losses, finite=finite, epochs=epochs_run, row_keys=row_keys,

@@ -9,7 +9,8 @@ from fedca.models.backbones import Backbone
 
 @dataclass
 class Population:
-    """user [N, d] private user vectors; items [N, I, d] each client's item table;
+    """user [N, d] private user vectors; items [N, I, d] each client's item table (contiguous:
+    local training reads and writes it through an [N * I, d] view);
     mlp [N, P] each client's score-function MLP (P = 0 for FCF)."""
 
     user: torch.Tensor
