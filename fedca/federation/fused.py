@@ -10,8 +10,8 @@ The arithmetic is that of the batched torch path (``local_train.AdamRule`` with 
 backbone and the epoch loop of ``local_train``): the same shuffle noise from the same
 generator, BCE on sigmoid(u . v) with PyTorch's clamps, per-client mean over the batch, the
 item gradient (d loss / d logit) x u at the user vector before the step, Adam with per-client
-step counts in torch's bias-correction form, the optional pull term, and the official early
-stop. Only the summation order differs.
+step counts (see ``_adam`` for its one rounding difference), the optional pull term, and the
+official early stop. Otherwise only the summation order differs.
 """
 
 import math
