@@ -10,7 +10,7 @@ The arithmetic is that of the batched torch path (``local_train.AdamRule`` with 
 backbone and the epoch loop of ``local_train``): the same shuffle noise from the same
 generator, BCE on sigmoid(u . v) with PyTorch's clamps, per-client mean over the batch, the
 item gradient (d loss / d logit) x u at the user vector before the step, Adam with per-client
-step counts (see ``_adam`` for its one rounding difference), the optional pull term, and the
+step counts (see ``_adam_rank_one`` for its one rounding difference), the optional pull term, and the
 official early stop. Otherwise only the summation order differs.
 """
 
@@ -31,35 +31,20 @@ BETA1_AT, BETA2_AT, EPS_AT, REST1_AT, REST2_AT, ONE_AT, TINY_AT, CLAMP_AT = rang
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _adam(param, exp_avg, exp_avg_sq, grad, step_size, inv_bias2_sqrt, hyper):
-    """Adam on the flat arrays param, exp_avg, exp_avg_sq with gradient grad (one length; slices
-    that start at index 0, so the loop vectorises). The denominator is sqrt(v) * inv_bias2_sqrt
-    + eps: torch divides by sqrt(1 - beta2^t) instead, one division more, within an ulp of it."""
-    beta1, beta2, eps = hyper[BETA1_AT], hyper[BETA2_AT], hyper[EPS_AT]
-    rest1, rest2 = hyper[REST1_AT], hyper[REST2_AT]
-    for j in range(param.shape[0]):
-        g = grad[j]
-        avg = exp_avg[j] * beta1 + g * rest1
-        avg_sq = exp_avg_sq[j] * beta2 + g * g * rest2
-        exp_avg[j] = avg
-        exp_avg_sq[j] = avg_sq
-        param[j] -= step_size * avg / (math.sqrt(avg_sq) * inv_bias2_sqrt + eps)
-
-
-@numba.njit(nogil=True, cache=True, error_model="numpy")
-def _adam_rank_one(rows, exp_avg, exp_avg_sq, logit_grad, user, kappa, along, back, step_size, inv_bias2_sqrt,
+def _adam_rank_one(rows, exp_avg, exp_avg_sq, scales, direction, kappa, along, back, step_size, inv_bias2_sqrt,
                    hyper):
-    """Adam on one client's compact rows [r, d] (and their moments) whose gradient is
-    logit_grad [r] x user [d], plus, when ``kappa`` [r, d] is not empty, the pull term's
-    along * kappa - back * rows."""
+    """Adam on the rows [r, d] (and their moments, same shape) whose gradient is the rank-one
+    scales [r] x direction [d], plus, when ``kappa`` [r, d] is not empty, the pull term's
+    along * kappa - back * rows. The denominator is sqrt(v) * inv_bias2_sqrt + eps: torch divides
+    by sqrt(1 - beta2^t) instead, one division more, within an ulp of it."""
     beta1, beta2, eps = hyper[BETA1_AT], hyper[BETA2_AT], hyper[EPS_AT]
     rest1, rest2 = hyper[REST1_AT], hyper[REST2_AT]
     pulled = kappa.shape[0] > 0
     for row in range(rows.shape[0]):
         value, avg_row, avg_sq_row = rows[row], exp_avg[row], exp_avg_sq[row]
-        scale = logit_grad[row]
+        scale = scales[row]
         for k in range(rows.shape[1]):
-            g = scale * user[k]
+            g = scale * direction[k]
             if pulled:
                 g = (g + along * kappa[row, k]) - back * value[k]
             avg = avg_row[k] * beta1 + g * rest1
@@ -149,8 +134,8 @@ def _batch(rows, labels, table, user, row_logit_grad, hyper, scalars, user_grad)
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _client_round(client, noise, offsets, row_offsets, instance_rows, labels, batch_size, table, table_avg,
                   table_avg_sq, user, user_avg, user_avg_sq, row_logit_grad, lr, hyper, epochs, early_stop,
-                  threshold, pull_scale, kappa, rest_dot, rest_sq, scalars, user_grad, old_user, order, bucket_ends,
-                  batch_rows, batch_labels, loss_sum, seen, epochs_run):
+                  threshold, pull_scale, kappa, rest_dot, rest_sq, scalars, user_grad, old_user, unit, order,
+                  bucket_ends, batch_rows, batch_labels, loss_sum, seen, epochs_run):
     """Train ``client`` for up to ``epochs`` epochs; returns False when a score turned NaN."""
     first, end = offsets[client], offsets[client + 1]
     block = slice(row_offsets[client], row_offsets[client + 1])
@@ -184,7 +169,8 @@ def _client_round(client, noise, offsets, row_offsets, instance_rows, labels, ba
             _adam_rank_one(rows, avg_rows, avg_sq_rows, logit_grad, old_user, kappa_rows, scalars[4], scalars[5],
                            scalars[2], scalars[3], hyper)
             logit_grad[:] = 0.0
-            _adam(user[client], user_avg[client], user_avg_sq[client], user_grad, scalars[2], scalars[3], hyper)
+            _adam_rank_one(user[client:client + 1], user_avg[client:client + 1], user_avg_sq[client:client + 1],
+                           unit, user_grad, kappa[0:0], 0.0, 0.0, scalars[2], scalars[3], hyper)  # 1 x grad: exact
         running = loss_sum[client] / max(seen[client], 1.0)
         if early_stop and epoch > 0 and abs(running - previous) / abs(previous + 1e-5) < threshold:
             break
@@ -202,6 +188,7 @@ def _train_round(group_offsets, group_clients, noise, offsets, row_offsets, inst
         scalars = np.zeros(6, dtype=table.dtype)
         user_grad = np.empty(user.shape[1], dtype=table.dtype)
         old_user = np.empty(user.shape[1], dtype=table.dtype)
+        unit = np.ones(1, dtype=table.dtype)
         order = np.empty(max_size, dtype=np.int64)
         bucket_ends = np.empty(2 * max_size + 2, dtype=np.int64)
         batch_rows = np.empty(batch_size, dtype=instance_rows.dtype)
@@ -211,8 +198,8 @@ def _train_round(group_offsets, group_clients, noise, offsets, row_offsets, inst
             broken[client] = not _client_round(
                 client, noise, offsets, row_offsets, instance_rows, labels, batch_size, table, table_avg,
                 table_avg_sq, user, user_avg, user_avg_sq, row_logit_grad, lr, hyper, epochs, early_stop,
-                threshold, pull_scale, kappa, rest_dot, rest_sq, scalars, user_grad, old_user, order, bucket_ends,
-                batch_rows, batch_labels, loss_sum, seen, epochs_run)
+                threshold, pull_scale, kappa, rest_dot, rest_sq, scalars, user_grad, old_user, unit, order,
+                bucket_ends, batch_rows, batch_labels, loss_sum, seen, epochs_run)
 
 
 def thread_groups(cost: torch.Tensor, threads: int) -> tuple:
