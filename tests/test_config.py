@@ -67,7 +67,7 @@ def test_out_of_range_values_fail_naming_the_key(override, key):
     (["model=pfedrec", "agg=fedavg"], "agg.name"), (["model=pfedrec", "agg=pfedrec", "model.item_lr_eta=-1"],
                                                     "model.item_lr_eta"),
     (["model.optimizer=sgd"], "model.optimizer"), (["model.local_epochs=0"], "model.local_epochs"),
-    (["kernel=fast"], "kernel"), (["model=ncf", "kernel=numba"], "kernel"), (["device=cuda", "kernel=numba"], "kernel"),
+    (["kernel=fast"], "kernel"), (["device=cuda", "kernel=numba"], "kernel"),
     (["model=pfedrec", "agg=pfedrec", "kernel=numba"], "kernel"),
 ])
 def test_baseline_settings_out_of_range_fail_naming_the_key(overrides, key):

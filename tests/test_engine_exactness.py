@@ -59,7 +59,7 @@ def _max_abs_difference(left: Population, right: Population) -> float:
                for name in ("user", "items", "mlp"))
 
 
-MODEL_KERNELS = [("fcf", "torch"), ("fcf", "numba"), ("ncf", "torch")]
+MODEL_KERNELS = [("fcf", "torch"), ("fcf", "numba"), ("ncf", "torch"), ("ncf", "numba")]
 
 
 @pytest.mark.parametrize("model,kernel", MODEL_KERNELS)
@@ -74,9 +74,14 @@ def test_batched_engine_matches_per_client_loop(slice_30, model, kernel, agg, ea
 
 @pytest.mark.parametrize("model,kernel", MODEL_KERNELS)
 def test_float32_engine_matches_per_client_loop(slice_30, model, kernel):
+    """The compiled NCF kernel sums W^T delta in another order than the GEMMs that the oracle and the
+    torch kernel share. In float32, after one round, about 75 of the slice's 50,000 item rows then
+    differ from the torch kernel by more than 1e-6 and the rest agree to rounding; Adam scales each
+    step by the gradient's own size, so a gradient near the rounding level can move a row by up to
+    lr. Two rounds reach ~1e-3 on the MLP; float64 matches to 1e-5 (the test above)."""
     cfg = _setup(model, "composite", True, [f"kernel={kernel}"])
     _, engine, oracle = _engine_and_oracle(slice_30, cfg, dtype=torch.float32)
-    assert _max_abs_difference(engine, oracle) <= 1e-4
+    assert _max_abs_difference(engine, oracle) <= (3e-3 if (model, kernel) == ("ncf", "numba") else 1e-4)
 
 
 def test_clients_with_uneven_batch_counts_and_small_batches_match(slice_30):

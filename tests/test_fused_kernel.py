@@ -46,15 +46,16 @@ def _simulate(data, overrides) -> Population:
     return population
 
 
-@pytest.mark.parametrize("agg", ["pfedgraph", "fedfast", "perfedrec"])
-def test_both_kernels_agree_on_the_baselines_without_an_oracle(slice_40, agg):
-    """pFedGraph's pull term, FedFast's delegates and PerFedRec's user-vector uploads run through
-    the compiled kernel as through the torch one (float64; the torch kernel's batch-mean weights
-    are float32, about 1e-8 relative)."""
-    extra = ["clients_sample_ratio=1.0"] if agg == "fedfast" else []
-    compiled = _simulate(slice_40, [f"agg={agg}", "kernel=numba", *extra])
-    batched = _simulate(slice_40, [f"agg={agg}", "kernel=torch", *extra])
-    for name in ("user", "items"):
+@pytest.mark.parametrize("agg,model", [("pfedgraph", "fcf"), ("pfedgraph", "ncf"), ("fedfast", "fcf"),
+                                       ("perfedrec", "fcf"), ("fedper", "ncf")])
+def test_both_kernels_agree_on_the_baselines_without_an_oracle(slice_40, agg, model):
+    """pFedGraph's pull term (on the rows, and on the MLP with NCF), FedFast's delegates,
+    PerFedRec's user-vector uploads and FedPer's personal layers run through the compiled kernel
+    as through the torch one (float64; the torch kernel's batch-mean weights are float32, about
+    1e-8 relative)."""
+    compiled = _simulate(slice_40, [f"agg={agg}", f"model={model}", "kernel=numba"])
+    batched = _simulate(slice_40, [f"agg={agg}", f"model={model}", "kernel=torch"])
+    for name in ("user", "items", "mlp") if model == "ncf" else ("user", "items"):
         assert float((getattr(compiled, name) - getattr(batched, name)).abs().max()) <= 1e-7
 
 
@@ -102,12 +103,12 @@ def test_auto_takes_numba_for_fcf_with_adam_on_the_cpu_and_torch_otherwise(monke
     settings = simulation_settings(compose_run_config([])).local
     cpu = torch.device("cpu")
     assert choose_kernel(settings, FCF(), cpu) == "numba"
-    assert choose_kernel(settings, NCF([32, 16, 8, 1]), cpu) == "torch"
+    assert choose_kernel(settings, NCF([32, 16, 8, 1]), cpu) == "numba"
     assert choose_kernel(dataclasses.replace(settings, optimizer="alternating_sgd"), PFedRecHead(16), cpu) == "torch"
     assert choose_kernel(settings, FCF(), torch.device("cuda")) == "torch"
     assert choose_kernel(dataclasses.replace(settings, kernel="torch"), FCF(), cpu) == "torch"
-    with pytest.raises(FedcaError, match="kernel=numba covers model=fcf"):
-        choose_kernel(dataclasses.replace(settings, kernel="numba"), NCF([32, 16, 8, 1]), cpu)
+    with pytest.raises(FedcaError, match="kernel=numba covers model=fcf or ncf"):
+        choose_kernel(dataclasses.replace(settings, kernel="numba", optimizer="alternating_sgd"), PFedRecHead(16), cpu)
     monkeypatch.setattr(local_train_module, "fused", None)  # numba not installed
     assert choose_kernel(settings, FCF(), cpu) == "torch"
     with pytest.raises(FedcaError, match="needs the numba package"):

@@ -105,8 +105,9 @@ def _validate_model(cfg: RunConfig) -> None:
     _choice("model.user_init", model.user_init, ("shared", "random"))
     _choice("model.optimizer", model.optimizer, OPTIMIZERS)
     _choice("kernel", cfg.kernel, KERNELS)
-    if cfg.kernel == "numba" and not (model.name == "fcf" and model.optimizer == "adam" and cfg.device != "cuda"):
-        raise FedcaError(f"kernel=numba covers model=fcf with model.optimizer=adam on the CPU, not model={model.name} "
+    if cfg.kernel == "numba" and not (model.name in ("fcf", "ncf") and model.optimizer == "adam"
+                                      and cfg.device != "cuda"):
+        raise FedcaError(f"kernel=numba covers model=fcf or ncf with model.optimizer=adam on the CPU, not model={model.name} "
                          f"model.optimizer={model.optimizer} device={cfg.device}; use kernel=auto or kernel=torch")
     _require(model.item_lr_eta >= 0, "model.item_lr_eta", model.item_lr_eta, "must be >= 0 (0: item lr = lr_embedding)")
     if model.local_epochs is not None:

@@ -1,4 +1,4 @@
-"""Compiled local training of FCF clients with Adam (numba, CPU): a whole round per client.
+"""Compiled local training with Adam (numba, CPU): a whole round per client, FCF or NCF.
 
 Within a round the clients never share a parameter, so each client's round (its epochs, each
 a shuffle of its instances cut into mini-batches, each batch followed by its own Adam step,
@@ -6,15 +6,21 @@ and its early stop) can run start to finish while its rows and Adam moments stay
 cache. Threads take whole clients in groups of about equal cost; each client's arithmetic is
 sequential, so the result does not depend on the thread count.
 
-The arithmetic is that of the batched torch path (``local_train.AdamRule`` with the FCF
-backbone and the epoch loop of ``local_train``): the same shuffle noise from the same
-generator, BCE on sigmoid(u . v) with PyTorch's clamps, per-client mean over the batch, the
-item gradient (d loss / d logit) x u at the user vector before the step, Adam with per-client
-step counts (see ``_adam_rank_one`` for its one rounding difference), the optional pull term, and the
-official early stop. Otherwise only the summation order differs.
+The arithmetic is that of the batched torch path (``local_train.AdamRule`` and the epoch loop
+of ``local_train``): the same shuffle noise from the same generator, BCE on sigmoid scores
+with PyTorch's clamps and closed-form backward, per-client mean over the batch, gradients at
+the parameters before the step, Adam with per-client step counts (see ``_adam_step`` for its
+one rounding difference) at ``lr_embedding`` for u and V and ``lr_structure`` with L2
+``weight_decay`` for the MLP, the optional pull term, and the official early stop. Otherwise
+only the summation order differs.
+
+Backbones: FCF (logit u . v; the item gradient (d loss / d logit) x u is formed inside the
+Adam loop, never stored) and NCF (logit MLP([u; v]), ReLU between layers; the MLP is one flat
+row per client, layer by layer weight [out, in] then bias [out], as ``backbones.NCF`` keeps it).
 """
 
 import math
+from collections import namedtuple
 
 import numba
 import numpy as np
@@ -22,48 +28,92 @@ import torch
 
 from fedca.federation.adam import BETA1, BETA2, EPS
 from fedca.federation.batches import EpochShuffle
-from fedca.models.backbones import NonFiniteScores
+from fedca.models.backbones import NCF, NonFiniteScores
 
 NOISE_BITS = EpochShuffle.NOISE_BITS
 
 # hyper[...]: float constants in the table's dtype, so the compiled loops stay in that dtype
 BETA1_AT, BETA2_AT, EPS_AT, REST1_AT, REST2_AT, ONE_AT, TINY_AT, CLAMP_AT = range(8)
 
+Params = namedtuple("Params", "table table_avg table_avg_sq user user_avg user_avg_sq mlp mlp_avg mlp_avg_sq")
+Params.__doc__ = """Trained in place: table [R, d] compact rows, user [n, d], mlp [n, P], each with its two
+Adam moments."""
+Round = namedtuple("Round", "noise offsets row_offsets instance_rows labels layers batch_size epochs early_stop "
+                            "threshold lr_embedding lr_structure weight_decay hyper")
+Round.__doc__ = """What the round trains on: noise [E, T] int32 per epoch; offsets [n + 1] and row_offsets
+[n + 1] delimit each client's instances and compact rows; instance_rows [T], labels [T];
+layers [L, 4] (in, out, weight offset, bias offset) of each MLP layer (L = 0: FCF); the
+local-training settings; hyper [8] float constants (``*_AT``)."""
+Pull = namedtuple("Pull", "scale kappa kappa_mlp rest_dot rest_sq")
+Pull.__doc__ = """pFedGraph's pull term: scale = sign * strength (0: none); kappa [R, d] and kappa_mlp
+[n, P] the anchors (empty without a pull); rest_dot, rest_sq [n] float64: <kappa, theta> and
+||theta||^2 of the rows outside the compact table."""
+Totals = namedtuple("Totals", "loss_sum seen epochs_run broken")
+Totals.__doc__ = """Per client [n]: summed BCE and instances (float64), epochs run, and whether a score
+turned NaN."""
+Scratch = namedtuple("Scratch", "scalars user_grad old_user logit_grad row_grad mlp_grad ones hidden deltas "
+                                "order bucket_ends batch_rows batch_labels")
+Scratch.__doc__ = """One thread's working arrays, sized for the largest client. scalars [7] holds values
+rounded to the table's dtype: batch-mean weight, batch loss, embedding step size, 1 / sqrt(1 -
+beta2^t), pull (along, back), MLP step size."""
+
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _adam_rank_one(rows, exp_avg, exp_avg_sq, scales, direction, kappa, along, back, step_size, inv_bias2_sqrt,
+def _adam_step(value, avg, avg_sq, grad, step_size, inv_bias2_sqrt, hyper):
+    """One Adam update of one element: (value, avg, avg_sq) after it. The denominator is
+    sqrt(v) * inv_bias2_sqrt + eps: torch divides by sqrt(1 - beta2^t) instead, one division
+    more, within an ulp of it."""
+    avg = avg * hyper[BETA1_AT] + grad * hyper[REST1_AT]
+    avg_sq = avg_sq * hyper[BETA2_AT] + grad * grad * hyper[REST2_AT]
+    return value - step_size * avg / (math.sqrt(avg_sq) * inv_bias2_sqrt + hyper[EPS_AT]), avg, avg_sq
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _adam(param, exp_avg, exp_avg_sq, grad, step_size, inv_bias2_sqrt, hyper):
+    """Adam on the flat arrays param, exp_avg, exp_avg_sq with gradient grad (one length; slices
+    that start at index 0, so the loop vectorises)."""
+    for j in range(param.shape[0]):
+        param[j], exp_avg[j], exp_avg_sq[j] = _adam_step(param[j], exp_avg[j], exp_avg_sq[j], grad[j], step_size,
+                                                         inv_bias2_sqrt, hyper)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _adam_rank_one(rows, exp_avg, exp_avg_sq, logit_grad, user, kappa, along, back, step_size, inv_bias2_sqrt,
                    hyper):
-    """Adam on the rows [r, d] (and their moments, same shape) whose gradient is the rank-one
-    scales [r] x direction [d], plus, when ``kappa`` [r, d] is not empty, the pull term's
-    along * kappa - back * rows. The denominator is sqrt(v) * inv_bias2_sqrt + eps: torch divides
-    by sqrt(1 - beta2^t) instead, one division more, within an ulp of it."""
-    beta1, beta2, eps = hyper[BETA1_AT], hyper[BETA2_AT], hyper[EPS_AT]
-    rest1, rest2 = hyper[REST1_AT], hyper[REST2_AT]
+    """Adam on one client's FCF rows [r, d] (and their moments) whose gradient is logit_grad [r] x
+    user [d], plus, when ``kappa`` [r, d] is not empty, the pull term's along * kappa - back * rows."""
     pulled = kappa.shape[0] > 0
     for row in range(rows.shape[0]):
-        value, avg_row, avg_sq_row = rows[row], exp_avg[row], exp_avg_sq[row]
-        scale = scales[row]
+        value, avg, avg_sq = rows[row], exp_avg[row], exp_avg_sq[row]
+        scale = logit_grad[row]
         for k in range(rows.shape[1]):
-            g = scale * direction[k]
+            g = scale * user[k]
             if pulled:
                 g = (g + along * kappa[row, k]) - back * value[k]
-            avg = avg_row[k] * beta1 + g * rest1
-            avg_sq = avg_sq_row[k] * beta2 + g * g * rest2
-            avg_row[k] = avg
-            avg_sq_row[k] = avg_sq
-            value[k] -= step_size * avg / (math.sqrt(avg_sq) * inv_bias2_sqrt + eps)
+            value[k], avg[k], avg_sq[k] = _adam_step(value[k], avg[k], avg_sq[k], g, step_size, inv_bias2_sqrt,
+                                                     hyper)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _pull_coefficients(values, kappa, rest_dot, rest_sq, scale, scalars):
-    """Write the pull term's (along, back) into scalars[4], scalars[5]: its gradient for the
-    client's rows ``values`` [r, d] is along * kappa - back * values (kappa [r, d]); rest_dot and
-    rest_sq: <kappa, theta> and ||theta||^2 of the rest of its block."""
+def _add_pull(grad, values, kappa, along, back):
+    """grad += along * kappa - back * values (flat arrays of one length)."""
+    for j in range(grad.shape[0]):
+        grad[j] = (grad[j] + along * kappa[j]) - back * values[j]
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _pull_coefficients(rows, kappa, mlp, kappa_mlp, rest_dot, rest_sq, scale, scalars):
+    """Write the pull term's (along, back) into scalars[4], scalars[5]: its gradient is
+    along * kappa - back * theta for the client's rows [r, d] (kappa [r, d]) and MLP [P]
+    (kappa_mlp [P]); rest_dot and rest_sq: <kappa, theta> and ||theta||^2 of the rest of its block."""
     dot, sq = rest_dot, rest_sq
-    for row in range(values.shape[0]):
-        for k in range(values.shape[1]):
-            dot += kappa[row, k] * values[row, k]
-            sq += values[row, k] * values[row, k]
+    for row in range(rows.shape[0]):
+        for k in range(rows.shape[1]):
+            dot += kappa[row, k] * rows[row, k]
+            sq += rows[row, k] * rows[row, k]
+    for j in range(mlp.shape[0]):
+        dot += kappa_mlp[j] * mlp[j]
+        sq += mlp[j] * mlp[j]
     norm = math.sqrt(sq)
     scalars[4] = scale / norm
     scalars[5] = scale * dot / norm ** 3
@@ -100,106 +150,203 @@ def _epoch_order(noise, order, bucket_ends):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _batch(rows, labels, table, user, row_logit_grad, hyper, scalars, user_grad):
-    """Forward and backward of one mini-batch (compact rows and labels [b]) at the user vector
-    ``user`` [d] over table [R, d]: adds d loss / d logit into row_logit_grad [R], writes
-    d loss / d u into user_grad [d]; returns the summed BCE, or NaN when a score is NaN."""
+def _bce(logit, label, weight, hyper):
+    """(BCE of sigmoid(logit), d weight * BCE / d logit, whether the score is NaN), in PyTorch's
+    clamps and closed-form backward: (p - y) / max(p (1 - p), 1e-12) * p (1 - p)."""
     one, tiny, clamp = hyper[ONE_AT], hyper[TINY_AT], hyper[CLAMP_AT]
-    count, dim = rows.shape[0], user.shape[0]
-    scalars[0] = 1.0 / count
-    weight = scalars[0]
-    batch_loss = one - one
-    user_grad[:] = 0.0
-    for t in range(count):
+    prob = one / (one + math.exp(-logit))
+    if label > 0:
+        loss = -max(math.log(prob), clamp)
+    else:
+        loss = -max(math.log1p(-prob), clamp)
+    slope = (one - prob) * prob
+    return loss, weight * (prob - label) / max(slope, tiny) * slope, prob != prob
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _fcf_batch(rows, labels, table, user, weight, hyper, row_logit_grad, user_grad):
+    """FCF forward and backward of one mini-batch (rows of ``table`` [r, d] and labels [b]) at the
+    user vector ``user`` [d]: adds d loss / d logit into row_logit_grad [r] and d loss / d u into
+    user_grad [d];
+    returns the summed BCE, or NaN when a score is NaN."""
+    batch_loss = hyper[ONE_AT] - hyper[ONE_AT]
+    for t in range(rows.shape[0]):
         row = rows[t]
         vector = table[row]
-        logit = one - one
-        for k in range(dim):
+        logit = hyper[ONE_AT] - hyper[ONE_AT]
+        for k in range(user.shape[0]):
             logit += vector[k] * user[k]
-        prob = one / (one + math.exp(-logit))
-        if prob != prob:
+        loss, grad, broken = _bce(logit, labels[t], weight, hyper)
+        if broken:
             return math.nan
-        if labels[t] > 0:
-            batch_loss -= max(math.log(prob), clamp)
-        else:
-            batch_loss -= max(math.log1p(-prob), clamp)
-        slope = (one - prob) * prob
-        grad = weight * (prob - labels[t]) / max(slope, tiny) * slope
+        batch_loss += loss
         row_logit_grad[row] += grad
-        for k in range(dim):
+        for k in range(user.shape[0]):
             user_grad[k] += grad * vector[k]
     return batch_loss
 
 
+@numba.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+def _dot(left, right):
+    """sum(left * right) over two 1-D arrays of one length, summed in any order (vectorised)."""
+    total = left[0] - left[0]
+    for j in range(left.shape[0]):
+        total += left[j] * right[j]
+    return total
+
+
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _client_round(client, noise, offsets, row_offsets, instance_rows, labels, batch_size, table, table_avg,
-                  table_avg_sq, user, user_avg, user_avg_sq, row_logit_grad, lr, hyper, epochs, early_stop,
-                  threshold, pull_scale, kappa, rest_dot, rest_sq, scalars, user_grad, old_user, unit, order,
-                  bucket_ends, batch_rows, batch_labels, loss_sum, seen, epochs_run):
-    """Train ``client`` for up to ``epochs`` epochs; returns False when a score turned NaN."""
-    first, end = offsets[client], offsets[client + 1]
-    block = slice(row_offsets[client], row_offsets[client + 1])
-    rows, avg_rows, avg_sq_rows, logit_grad = table[block], table_avg[block], table_avg_sq[block], row_logit_grad[block]
-    kappa_rows = kappa[block] if pull_scale != 0.0 else kappa
+def _ncf_batch(rows, labels, table, user, mlp, layers, weight, hyper, scratch):
+    """NCF forward and backward of one mini-batch (rows of ``table`` [r, d] and labels [b]) at
+    ``user`` [d] and ``mlp`` [P]: adds d loss / d V into scratch.row_grad [r, d], d loss / d u into
+    scratch.user_grad and d loss / d mlp into scratch.mlp_grad; returns the summed BCE, or NaN when
+    a score is NaN. Activations and deltas are kept unit by instance ([width, b] per layer), so
+    every inner loop runs along the batch."""
+    dim, depth, count = user.shape[0], layers.shape[0], rows.shape[0]
+    hidden, deltas, ones = scratch.hidden, scratch.deltas, scratch.ones[:count]  # [L + 1, width, B]: first count
+    for k in range(dim):
+        hidden[0, k, :] = user[k]
+    for t in range(count):
+        vector = table[rows[t]]
+        for k in range(dim):
+            hidden[0, dim + k, t] = vector[k]
+    for layer in range(depth):
+        fan_in, fan_out, at, bias_at = layers[layer, 0], layers[layer, 1], layers[layer, 2], layers[layer, 3]
+        for o in range(fan_out):
+            outputs = hidden[layer + 1, o]
+            outputs[:] = mlp[bias_at + o]
+            for i in range(fan_in):
+                w, inputs = mlp[at + o * fan_in + i], hidden[layer, i]
+                for t in range(count):
+                    outputs[t] += w * inputs[t]
+            if layer < depth - 1:
+                for t in range(count):
+                    if outputs[t] < 0:
+                        outputs[t] = 0.0
+    batch_loss = hyper[ONE_AT] - hyper[ONE_AT]
+    logits, top = hidden[depth, 0], deltas[depth, 0]
+    for t in range(count):
+        loss, top[t], broken = _bce(logits[t], labels[t], weight, hyper)
+        if broken:
+            return math.nan
+        batch_loss += loss
+    for layer in range(depth - 1, -1, -1):
+        fan_in, fan_out, at, bias_at = layers[layer, 0], layers[layer, 1], layers[layer, 2], layers[layer, 3]
+        for o in range(fan_out):
+            up = deltas[layer + 1, o]
+            scratch.mlp_grad[bias_at + o] += _dot(up[:count], ones)
+            for i in range(fan_in):
+                scratch.mlp_grad[at + o * fan_in + i] += _dot(up[:count], hidden[layer, i, :count])
+        for i in range(fan_in):
+            down = deltas[layer, i]
+            down[:] = 0.0
+            for o in range(fan_out):
+                w, up = mlp[at + o * fan_in + i], deltas[layer + 1, o]
+                for t in range(count):
+                    down[t] += w * up[t]
+            if layer > 0:
+                inputs = hidden[layer, i]
+                for t in range(count):
+                    if inputs[t] <= 0:
+                        down[t] = 0.0
+    for k in range(dim):
+        scratch.user_grad[k] += _dot(deltas[0, k, :count], ones)
+    for t in range(count):
+        item_grad = scratch.row_grad[rows[t]]
+        for k in range(dim):
+            item_grad[k] += deltas[0, dim + k, t]
+    return batch_loss
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _client_round(client, params, plan, pull, scratch, totals):
+    """Train ``client`` for up to ``plan.epochs`` epochs; returns False when a score turned NaN."""
+    first, end = plan.offsets[client], plan.offsets[client + 1]
+    row_first = plan.row_offsets[client]
+    block = slice(row_first, plan.row_offsets[client + 1])
+    rows, avg_rows, avg_sq_rows = params.table[block], params.table_avg[block], params.table_avg_sq[block]
+    user, mlp = params.user[client], params.mlp[client]
+    pulled = pull.scale != 0.0
+    kappa_rows = pull.kappa[block] if pulled else pull.kappa
+    kappa_mlp = pull.kappa_mlp[client] if pulled else pull.kappa_mlp[0:0].reshape(-1)
+    scalars, old_user, user_grad = scratch.scalars, scratch.old_user, scratch.user_grad  # scalars: see Scratch
+    ncf = plan.layers.shape[0] > 0
+    row_grad, logit_grad = scratch.row_grad[:rows.shape[0]], scratch.logit_grad[:rows.shape[0]]
     size = end - first
     steps = 0
     previous = 0.0
-    for epoch in range(epochs):
-        epochs_run[client] += 1
-        _epoch_order(noise[epoch, first:end], order, bucket_ends)
-        for start in range(0, size, batch_size):
-            count = min(batch_size, size - start)
+    for epoch in range(plan.epochs):
+        totals.epochs_run[client] += 1
+        _epoch_order(plan.noise[epoch, first:end], scratch.order, scratch.bucket_ends)
+        for start in range(0, size, plan.batch_size):
+            count = min(plan.batch_size, size - start)
+            batch_rows, batch_labels = scratch.batch_rows[:count], scratch.batch_labels[:count]
             for t in range(count):
-                instance = first + order[start + t]
-                batch_rows[t] = instance_rows[instance]
-                batch_labels[t] = labels[instance]
-            old_user[:] = user[client]
-            batch_loss = _batch(batch_rows[:count], batch_labels[:count], table, old_user, row_logit_grad, hyper,
-                                scalars, user_grad)
+                instance = first + scratch.order[start + t]
+                batch_rows[t] = plan.instance_rows[instance] - row_first
+                batch_labels[t] = plan.labels[instance]
+            scalars[0] = 1.0 / count
+            old_user[:] = user
+            user_grad[:] = 0.0
+            if ncf:
+                scratch.mlp_grad[:] = 0.0
+                batch_loss = _ncf_batch(batch_rows, batch_labels, rows, old_user, mlp, plan.layers, scalars[0],
+                                        plan.hyper, scratch)
+            else:
+                batch_loss = _fcf_batch(batch_rows, batch_labels, rows, old_user, scalars[0], plan.hyper,
+                                        logit_grad, user_grad)
             if batch_loss != batch_loss:
                 return False
             scalars[1] = batch_loss / count
-            loss_sum[client] += np.float64(scalars[1]) * count
-            seen[client] += count
+            totals.loss_sum[client] += np.float64(scalars[1]) * count
+            totals.seen[client] += count
             steps += 1
-            scalars[2] = lr / (1.0 - BETA1 ** steps)
+            scalars[2] = plan.lr_embedding / (1.0 - BETA1 ** steps)
             scalars[3] = 1.0 / math.sqrt(1.0 - BETA2 ** steps)
-            if pull_scale != 0.0:
-                _pull_coefficients(rows, kappa_rows, rest_dot[client], rest_sq[client], pull_scale, scalars)
-            _adam_rank_one(rows, avg_rows, avg_sq_rows, logit_grad, old_user, kappa_rows, scalars[4], scalars[5],
-                           scalars[2], scalars[3], hyper)
-            logit_grad[:] = 0.0
-            _adam_rank_one(user[client:client + 1], user_avg[client:client + 1], user_avg_sq[client:client + 1],
-                           unit, user_grad, kappa[0:0], 0.0, 0.0, scalars[2], scalars[3], hyper)  # 1 x grad: exact
-        running = loss_sum[client] / max(seen[client], 1.0)
-        if early_stop and epoch > 0 and abs(running - previous) / abs(previous + 1e-5) < threshold:
+            if pulled:
+                _pull_coefficients(rows, kappa_rows, mlp, kappa_mlp, pull.rest_dot[client], pull.rest_sq[client],
+                                   pull.scale, scalars)
+            if ncf:
+                if pulled:
+                    _add_pull(row_grad.reshape(-1), rows.reshape(-1), kappa_rows.reshape(-1), scalars[4], scalars[5])
+                    _add_pull(scratch.mlp_grad, mlp, kappa_mlp, scalars[4], scalars[5])
+                _adam(rows.reshape(-1), avg_rows.reshape(-1), avg_sq_rows.reshape(-1), row_grad.reshape(-1),
+                      scalars[2], scalars[3], plan.hyper)
+                row_grad[:] = 0.0
+                for j in range(mlp.shape[0]):
+                    scratch.mlp_grad[j] += plan.weight_decay * mlp[j]
+                scalars[6] = plan.lr_structure / (1.0 - BETA1 ** steps)
+                _adam(mlp, params.mlp_avg[client], params.mlp_avg_sq[client], scratch.mlp_grad, scalars[6],
+                      scalars[3], plan.hyper)
+            else:
+                _adam_rank_one(rows, avg_rows, avg_sq_rows, logit_grad, old_user, kappa_rows, scalars[4], scalars[5],
+                               scalars[2], scalars[3], plan.hyper)
+                logit_grad[:] = 0.0
+            _adam(user, params.user_avg[client], params.user_avg_sq[client], user_grad, scalars[2], scalars[3],
+                  plan.hyper)
+        running = totals.loss_sum[client] / max(totals.seen[client], 1.0)
+        if plan.early_stop and epoch > 0 and abs(running - previous) / abs(previous + 1e-5) < plan.threshold:
             break
         previous = running
     return True
 
 
 @numba.njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def _train_round(group_offsets, group_clients, noise, offsets, row_offsets, instance_rows, labels, batch_size,
-                 table, table_avg, table_avg_sq, user, user_avg, user_avg_sq, row_logit_grad, lr, hyper, epochs,
-                 early_stop, threshold, pull_scale, kappa, rest_dot, rest_sq, max_size, loss_sum, seen, epochs_run,
-                 broken):
+def _train_round(group_offsets, group_clients, params, plan, pull, totals, max_rows, max_size, width):
     """Train every client; thread group g takes group_clients[group_offsets[g]: group_offsets[g + 1]]."""
+    dtype = params.table.dtype
     for group in numba.prange(group_offsets.shape[0] - 1):
-        scalars = np.zeros(6, dtype=table.dtype)
-        user_grad = np.empty(user.shape[1], dtype=table.dtype)
-        old_user = np.empty(user.shape[1], dtype=table.dtype)
-        unit = np.ones(1, dtype=table.dtype)
-        order = np.empty(max_size, dtype=np.int64)
-        bucket_ends = np.empty(2 * max_size + 2, dtype=np.int64)
-        batch_rows = np.empty(batch_size, dtype=instance_rows.dtype)
-        batch_labels = np.empty(batch_size, dtype=labels.dtype)
+        dim, mlp_size, depth = params.user.shape[1], params.mlp.shape[1], plan.layers.shape[0]
+        scratch = Scratch(np.zeros(7, dtype=dtype), np.zeros(dim, dtype=dtype), np.zeros(dim, dtype=dtype),
+                          np.zeros(max_rows, dtype=dtype), np.zeros((max_rows, dim), dtype=dtype),
+                          np.zeros(mlp_size, dtype=dtype), np.ones(plan.batch_size, dtype=dtype),
+                          np.zeros((depth + 1, width, plan.batch_size), dtype=dtype),
+                          np.zeros((depth + 1, width, plan.batch_size), dtype=dtype),
+                          np.zeros(max_size, dtype=np.int64), np.zeros(2 * max_size + 2, dtype=np.int64),
+                          np.zeros(plan.batch_size, dtype=np.int64), np.zeros(plan.batch_size, dtype=dtype))
         for position in range(group_offsets[group], group_offsets[group + 1]):
             client = group_clients[position]
-            broken[client] = not _client_round(
-                client, noise, offsets, row_offsets, instance_rows, labels, batch_size, table, table_avg,
-                table_avg_sq, user, user_avg, user_avg_sq, row_logit_grad, lr, hyper, epochs, early_stop,
-                threshold, pull_scale, kappa, rest_dot, rest_sq, scalars, user_grad, old_user, unit, order,
-                bucket_ends, batch_rows, batch_labels, loss_sum, seen, epochs_run)
+            totals.broken[client] = not _client_round(client, params, plan, pull, scratch, totals)
 
 
 def thread_groups(cost: torch.Tensor, threads: int) -> tuple:
@@ -227,46 +374,59 @@ def draw_noise(shuffle_keys: EpochShuffle, generator: torch.Generator, epochs: i
     return noise, states
 
 
-def train_round(table: torch.Tensor, user: torch.Tensor, batches, row_offsets: torch.Tensor,
-                instance_rows: torch.Tensor, settings, shuffle: torch.Generator, pull=None) -> tuple:
+def mlp_layers(backbone) -> np.ndarray:
+    """[L, 4] int64: (in, out, weight offset, bias offset) of each layer of ``backbone``'s flat
+    MLP; no rows for FCF."""
+    layers, start = [], 0
+    for out, inp in (backbone.shapes if isinstance(backbone, NCF) else []):
+        layers.append((inp, out, start, start + out * inp))
+        start += out * inp + out
+    return np.array(layers, dtype=np.int64).reshape(-1, 4)
+
+
+def train_round(table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor, backbone, batches,
+                row_offsets: torch.Tensor, instance_rows: torch.Tensor, settings, shuffle: torch.Generator,
+                pull=None) -> tuple:
     """Train every client of ``batches`` on the CPU: table [R, d] (compact rows grouped by client,
-    delimited by row_offsets [n + 1]) and user [n, d] in place; instance_rows [T] is each
-    instance's compact row. ``settings``: ``LocalSettings`` (FCF, Adam). Leaves ``shuffle`` where
-    drawing epoch by epoch until every client stopped would have left it.
+    delimited by row_offsets [n + 1]), user [n, d] and mlp [n, P] in place; instance_rows [T] is
+    each instance's compact row; ``backbone`` FCF or NCF; ``settings``: ``LocalSettings`` (Adam);
+    ``pull``: an ``AnchorPull`` or None. Leaves ``shuffle`` where drawing epoch by epoch until every
+    client stopped would have left it.
 
     Returns (loss_sum, seen) [n] float64 (summed BCE and instances over the epochs run) and
     epochs_run [n] int64. Raises NonFiniteScores when a score turned NaN."""
     n, dim = user.shape
-    keys = EpochShuffle(batches)
-    noise, states = draw_noise(keys, shuffle, settings.epochs)
-    rows = row_offsets[1:] - row_offsets[:-1]
-    cost = batches.num_batches * settings.epochs * (batches.batch_size + 3 * rows)  # [n] d-vector passes
+    noise, states = draw_noise(EpochShuffle(batches), shuffle, settings.epochs)
+    rows = row_offsets[1:] - row_offsets[:-1]  # [n]
+    layers = mlp_layers(backbone)
+    per_instance = dim + 3 * int((layers[:, 0] * layers[:, 1]).sum())  # multiply-adds per instance
+    cost = batches.num_batches * (batches.batch_size * per_instance + 3 * (rows * dim + mlp.shape[1]))  # [n]
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(threads)
     group_offsets, group_clients = thread_groups(cost, threads)
-    hyper = np.zeros(CLAMP_AT + 1, dtype=torch.empty(0, dtype=table.dtype).numpy().dtype)
+    dtype = torch.empty(0, dtype=table.dtype).numpy().dtype
+    hyper = np.zeros(CLAMP_AT + 1, dtype=dtype)
     hyper[[BETA1_AT, BETA2_AT, EPS_AT, REST1_AT, REST2_AT, ONE_AT, TINY_AT, CLAMP_AT]] = \
         [BETA1, BETA2, EPS, 1 - BETA1, 1 - BETA2, 1.0, 1e-12, -100.0]
+    params = Params(table.numpy(), np.zeros(tuple(table.shape), dtype), np.zeros(tuple(table.shape), dtype),
+                    user.numpy(), np.zeros(tuple(user.shape), dtype), np.zeros(tuple(user.shape), dtype),
+                    mlp.numpy(), np.zeros(tuple(mlp.shape), dtype), np.zeros(tuple(mlp.shape), dtype))
+    plan = Round(noise.numpy(), batches.offsets.numpy(), row_offsets.numpy(), instance_rows.numpy(),
+                 batches.labels.to(table.dtype).numpy(), layers, batches.batch_size, settings.epochs,
+                 settings.early_stop, settings.threshold, settings.lr_embedding, settings.lr_structure,
+                 settings.weight_decay, hyper)
     if pull is None:
-        pull_scale, kappa, rest_dot, rest_sq = 0.0, np.zeros((0, dim), dtype=hyper.dtype), np.zeros(n), np.zeros(n)
+        anchors = Pull(0.0, np.zeros((0, dim), dtype), np.zeros((0, mlp.shape[1]), dtype), np.zeros(n), np.zeros(n))
     else:
-        pull_scale, kappa = float(pull.scale), pull.kappa_rows.numpy()
-        rest_dot, rest_sq = pull.rest_dot.double().numpy(), pull.rest_sq.double().numpy()
-    loss_sum, seen = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
-    epochs_run = torch.zeros(n, dtype=torch.long)
-    broken = np.zeros(n, dtype=np.bool_)
-    table_moments = (np.zeros(tuple(table.shape), dtype=hyper.dtype), np.zeros(tuple(table.shape), dtype=hyper.dtype))
-    user_moments = (np.zeros(tuple(user.shape), dtype=hyper.dtype), np.zeros(tuple(user.shape), dtype=hyper.dtype))
-    _train_round(group_offsets, group_clients, noise.numpy(), batches.offsets.numpy(), row_offsets.numpy(),
-                 instance_rows.numpy(), batches.labels.to(table.dtype).numpy(), batches.batch_size, table.numpy(),
-                 *table_moments, user.numpy(), *user_moments, np.zeros(table.shape[0], dtype=hyper.dtype),
-                 settings.lr_embedding, hyper, settings.epochs, settings.early_stop, settings.threshold, pull_scale,
-                 kappa, rest_dot, rest_sq, int(batches.sizes.max()) if n else 0, loss_sum.numpy(), seen.numpy(),
-                 epochs_run.numpy(), broken)
-    if broken.any():
-        raise NonFiniteScores(int(broken.sum()))
-    used = int(epochs_run.max()) if n else 0
+        anchors = Pull(float(pull.scale), pull.kappa_rows.numpy(), pull.kappa_mlp.numpy(),
+                       pull.rest_dot.double().numpy(), pull.rest_sq.double().numpy())
+    totals = Totals(np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.bool_))
+    width = max(2 * dim, int(layers[:, :2].max(initial=0)))
+    _train_round(group_offsets, group_clients, params, plan, anchors, totals, int(rows.max()) if n else 0,
+                 int(batches.sizes.max()) if n else 0, width)
+    if totals.broken.any():
+        raise NonFiniteScores(int(totals.broken.sum()))
+    used = int(totals.epochs_run.max()) if n else 0
     if used < settings.epochs:
         shuffle.set_state(states[used])
-    return loss_sum, seen, epochs_run
-
+    return torch.from_numpy(totals.loss_sum), torch.from_numpy(totals.seen), torch.from_numpy(totals.epochs_run)

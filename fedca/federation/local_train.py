@@ -20,7 +20,7 @@ An optional pull term (``Anchors``, pFedGraph, ``pull.AnchorPull``) adds to each
 
 Two kernels run the epochs. ``torch`` (``BatchedEpochs``) steps all busy clients at once as
 above, on any device and backbone. ``numba`` (``fused.FusedEpochs``) runs each client's whole
-epoch in a compiled loop, for FCF with Adam on the CPU; ``auto`` takes it where it applies.
+round in a compiled loop, for FCF or NCF with Adam on the CPU; ``auto`` takes it where it applies.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +35,7 @@ from fedca.federation.adam import RowAdam
 from fedca.federation.batches import EpochShuffle, RoundBatches
 from fedca.federation.population import Population
 from fedca.federation.pull import AnchorPull
-from fedca.models.backbones import FCF, Backbone, ItemGrads
+from fedca.models.backbones import FCF, NCF, Backbone, ItemGrads
 
 try:
     from fedca.federation import fused
@@ -327,15 +327,15 @@ def _finite_rows(values: torch.Tensor) -> torch.Tensor:
 
 def choose_kernel(settings: LocalSettings, backbone: Backbone, device: torch.device) -> str:
     """``torch`` or ``numba``: the kernel ``settings.kernel`` asks for, ``auto`` taking ``numba``
-    for FCF with Adam on the CPU when numba is installed. Raises FedcaError when ``numba`` is
-    asked for a setup it does not cover."""
-    fits = type(backbone) is FCF and settings.optimizer == "adam" and device.type == "cpu"
+    for FCF or NCF with Adam on the CPU when numba is installed. Raises FedcaError when ``numba``
+    is asked for a setup it does not cover."""
+    fits = type(backbone) in (FCF, NCF) and settings.optimizer == "adam" and device.type == "cpu"
     if settings.kernel == "torch" or (settings.kernel == "auto" and not (fits and fused is not None)):
         return "torch"
     if fused is None:
         raise FedcaError("kernel=numba needs the numba package (pip install numba); use kernel=torch")
     if not fits:
-        raise FedcaError(f"kernel=numba covers model=fcf with model.optimizer=adam on the CPU, not "
+        raise FedcaError(f"kernel=numba covers model=fcf or ncf with model.optimizer=adam on the CPU, not "
                          f"model={backbone.name} model.optimizer={settings.optimizer} device={device.type}; "
                          f"use kernel=auto or kernel=torch")
     return "numba"
@@ -364,8 +364,8 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
         AnchorPull(anchors, population.items[clients], row_owner, row_items, table, mlp)
     instance_rows = instance_rows.to(device)
     if choose_kernel(settings, backbone, device) == "numba":
-        loss_sum, seen, epochs_run = fused.train_round(table, user, batches, row_offsets, instance_rows, settings,
-                                                       shuffle, pull)
+        loss_sum, seen, epochs_run = fused.train_round(table, user, mlp, backbone, batches, row_offsets,
+                                                       instance_rows, settings, shuffle, pull)
     else:
         loss_sum, seen, epochs_run = _train_batched(table, user, mlp, batches, backbone, settings, shuffle, pull,
                                                     row_owner, row_offsets, instance_rows, num_items)
