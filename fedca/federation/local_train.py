@@ -18,9 +18,10 @@ of all epochs so far) changes by less than ``threshold`` relative to the previou
 
 An optional pull term (``Anchors``, pFedGraph, ``pull.AnchorPull``) adds to each client's loss.
 
-Two kernels run the epochs. ``torch`` (``BatchedEpochs``) steps all busy clients at once as
-above, on any device and backbone. ``numba`` (``fused.FusedEpochs``) runs each client's whole
-round in a compiled loop, for FCF or NCF with Adam on the CPU; ``auto`` takes it where it applies.
+Two kernels train the compact table (``choose_kernel``). ``torch`` (``_train_batched``) steps all
+busy clients at once as above, on any device and backbone. ``numba`` (``fused.train_round``)
+runs each client's whole round in a compiled loop, for FCF or NCF with Adam on the CPU;
+``auto`` takes it where it applies.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -384,8 +385,9 @@ def _train_batched(table, user, mlp, batches: RoundBatches, backbone: Backbone, 
                    shuffle: torch.Generator, pull: Optional[AnchorPull], row_owner: torch.Tensor,
                    row_offsets: torch.Tensor, instance_rows: torch.Tensor, num_items: int) -> tuple:
     """The torch kernel: every busy client stepped at once, epoch after epoch, on table [R, d],
-    user [n, d] and mlp [n, P] in place (``num_items`` sets PFedRec's item learning rate). Returns (loss_sum, seen) [n] float64 (summed BCE and
-    instances over the epochs run) and epochs_run [n]."""
+    user [n, d] and mlp [n, P] in place (``num_items`` sets PFedRec's item learning rate).
+    Returns (loss_sum, seen) [n] float64 (summed BCE and instances over the epochs run) and
+    epochs_run [n]."""
     device, n = table.device, user.shape[0]
     if settings.optimizer == "alternating_sgd":
         item_lr = settings.lr_embedding * (num_items * settings.item_lr_eta if settings.item_lr_eta else 1.0)
