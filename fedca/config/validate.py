@@ -107,8 +107,9 @@ def _validate_model(cfg: RunConfig) -> None:
     _choice("kernel", cfg.kernel, KERNELS)
     if cfg.kernel == "numba" and not (model.name in ("fcf", "ncf") and model.optimizer == "adam"
                                       and cfg.device != "cuda"):
-        raise FedcaError(f"kernel=numba covers model=fcf or ncf with model.optimizer=adam on the CPU, not model={model.name} "
-                         f"model.optimizer={model.optimizer} device={cfg.device}; use kernel=auto or kernel=torch")
+        raise FedcaError(f"kernel=numba covers model=fcf or ncf with model.optimizer=adam on the CPU, not "
+                         f"model={model.name} model.optimizer={model.optimizer} device={cfg.device}; "
+                         f"use kernel=auto or kernel=torch")
     _require(model.item_lr_eta >= 0, "model.item_lr_eta", model.item_lr_eta, "must be >= 0 (0: item lr = lr_embedding)")
     if model.local_epochs is not None:
         _at_least("model.local_epochs", model.local_epochs, 1)
