@@ -101,19 +101,25 @@ def _add_pull(grad, values, kappa, along, back):
         grad[j] = (grad[j] + along * kappa[j]) - back * values[j]
 
 
+@numba.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+def _dot_and_square(kappa, values):
+    """(sum kappa * values, sum values^2) in float64 over two flat arrays of one length, summed in
+    any order (vectorised)."""
+    dot, sq = 0.0, 0.0
+    for j in range(values.shape[0]):
+        dot += kappa[j] * values[j]
+        sq += values[j] * values[j]
+    return dot, sq
+
+
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _pull_coefficients(rows, kappa, mlp, kappa_mlp, rest_dot, rest_sq, scale, scalars):
     """Write the pull term's (along, back) into scalars[4], scalars[5]: its gradient is
     along * kappa - back * theta for the client's rows [r, d] (kappa [r, d]) and MLP [P]
     (kappa_mlp [P]); rest_dot and rest_sq: <kappa, theta> and ||theta||^2 of the rest of its block."""
-    dot, sq = rest_dot, rest_sq
-    for row in range(rows.shape[0]):
-        for k in range(rows.shape[1]):
-            dot += kappa[row, k] * rows[row, k]
-            sq += rows[row, k] * rows[row, k]
-    for j in range(mlp.shape[0]):
-        dot += kappa_mlp[j] * mlp[j]
-        sq += mlp[j] * mlp[j]
+    row_dot, row_sq = _dot_and_square(kappa.reshape(-1), rows.reshape(-1))
+    mlp_dot, mlp_sq = _dot_and_square(kappa_mlp, mlp)
+    dot, sq = rest_dot + row_dot + mlp_dot, rest_sq + row_sq + mlp_sq
     norm = math.sqrt(sq)
     scalars[4] = scale / norm
     scalars[5] = scale * dot / norm ** 3

@@ -30,8 +30,9 @@ class AnchorPull:
         self.row_ones = torch.ones(table.shape[0], dtype=table.dtype, device=table.device)  # [R]
         self.kappa_rows = anchors.items.to(table)[self.row_owner, row_items]  # [R, d]
         self.kappa_mlp = anchors.mlp.to(mlp)  # [n, P]
-        full_dot = torch.einsum("nid,nid->n", anchors.items.to(table), full_items)  # [n]
-        full_sq = full_items.pow(2).sum((1, 2))  # [n]
+        blocks = full_items.reshape(full_items.shape[0], -1)  # [n, I * d]
+        full_dot = torch.linalg.vecdot(anchors.items.to(table).reshape(blocks.shape), blocks)  # [n]
+        full_sq = torch.linalg.vecdot(blocks, blocks)  # [n]
         row_dot, row_sq = self._row_sums(table, table.shape[0], mlp.shape[0])
         self.rest_dot, self.rest_sq = full_dot - row_dot, full_sq - row_sq
 
