@@ -173,8 +173,7 @@ def _bce(logit, label, weight, hyper):
 def _fcf_batch(rows, labels, table, user, weight, hyper, row_logit_grad, user_grad):
     """FCF forward and backward of one mini-batch (rows of ``table`` [r, d] and labels [b]) at the
     user vector ``user`` [d]: adds d loss / d logit into row_logit_grad [r] and d loss / d u into
-    user_grad [d];
-    returns the summed BCE, or NaN when a score is NaN."""
+    user_grad [d]; returns the summed BCE, or NaN when a score is NaN."""
     batch_loss = hyper[ONE_AT] - hyper[ONE_AT]
     for t in range(rows.shape[0]):
         row = rows[t]
