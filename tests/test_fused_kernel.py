@@ -59,6 +59,13 @@ def test_both_kernels_agree_on_the_baselines_without_an_oracle(slice_40, agg, mo
         assert float((getattr(compiled, name) - getattr(batched, name)).abs().max()) <= 1e-7
 
 
+@pytest.mark.parametrize("model", ["fcf", "ncf"])
+def test_the_pull_term_moves_the_compiled_kernels_result_far_beyond_that_tolerance(slice_40, model):
+    pulled = _simulate(slice_40, ["agg=pfedgraph", f"model={model}", "kernel=numba"])
+    free = _simulate(slice_40, ["agg=pfedgraph", f"model={model}", "agg.lam=0", "kernel=numba"])
+    assert float((pulled.items - free.items).abs().max()) > 1e-4
+
+
 def _one_round(data, threads: int) -> tuple:
     cfg = compose_run_config(["kernel=numba", "local_epochs=4"])
     backbone = build_backbone("fcf", [], cfg.model.latent_dim)
