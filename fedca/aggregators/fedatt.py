@@ -15,6 +15,7 @@ Every client replaces its shared block with the new global model.
 import torch
 
 from fedca.aggregators.base import Aggregator, Downloads
+from fedca.models.backbones import NCF
 
 
 def layer_distances(differences: torch.Tensor, norm: str) -> torch.Tensor:
@@ -42,7 +43,7 @@ class FedAtt(Aggregator):
     def __init__(self, *, mlp_layers, step_size: float = 1.2, noise: float = 0.001, att_norm: str = "spectral"):
         if att_norm not in ("spectral", "fro"):
             raise ValueError("att_norm must be 'spectral' or 'fro'")
-        self.shapes = [(out, inp) for inp, out in zip(list(mlp_layers)[:-1], list(mlp_layers)[1:])]
+        self.layout = NCF(list(mlp_layers)).layout()
         self.step_size, self.noise, self.att_norm = step_size, noise, att_norm
 
     def start(self, items, mlp, users=None):
@@ -50,12 +51,9 @@ class FedAtt(Aggregator):
 
     def _mlp_layers(self):
         """(first, end, shape) of each weight and bias in the flat MLP [P], layer by layer."""
-        start = 0
-        for out, inp in self.shapes:
-            yield start, start + out * inp, (out, inp)
-            start += out * inp
-            yield start, start + out, (out,)
-            start += out
+        for inp, out, at, bias_at in self.layout:
+            yield at, at + out * inp, (out, inp)
+            yield bias_at, bias_at + out, (out,)
 
     def aggregate(self, uploads, state, ctx):
         everyone = torch.arange(uploads.clients.numel())

@@ -14,7 +14,7 @@ from fedca.aggregators.perfedrec import CLUSTER_FEATURES, SAMPLINGS
 from fedca.aggregators.pfedgraph import SIMILARITIES
 from fedca.config.schema import (CompositeAggConfig, FedAttAggConfig, FedFastAggConfig, FedPerAggConfig,
                                  PerFedRecAggConfig, PFedGraphAggConfig, RunConfig)
-from fedca.federation.local_train import KERNELS, OPTIMIZERS
+from fedca.federation.local_train import KERNELS, OPTIMIZERS, numba_scope_error
 from fedca.federation.warm_start import TRANSFERS
 from fedca.errors import FedcaError
 from fedca.metrics.ranking import TIE_POLICIES
@@ -105,11 +105,9 @@ def _validate_model(cfg: RunConfig) -> None:
     _choice("model.user_init", model.user_init, ("shared", "random"))
     _choice("model.optimizer", model.optimizer, OPTIMIZERS)
     _choice("kernel", cfg.kernel, KERNELS)
-    if cfg.kernel == "numba" and not (model.name in ("fcf", "ncf") and model.optimizer == "adam"
-                                      and cfg.device != "cuda"):
-        raise FedcaError(f"kernel=numba covers model=fcf or ncf with model.optimizer=adam on the CPU, not "
-                         f"model={model.name} model.optimizer={model.optimizer} device={cfg.device}; "
-                         f"use kernel=auto or kernel=torch")
+    scope_error = numba_scope_error(model.name, model.optimizer, cfg.device)
+    if cfg.kernel == "numba" and scope_error:
+        raise FedcaError(scope_error)
     _require(model.item_lr_eta >= 0, "model.item_lr_eta", model.item_lr_eta, "must be >= 0 (0: item lr = lr_embedding)")
     if model.local_epochs is not None:
         _at_least("model.local_epochs", model.local_epochs, 1)

@@ -379,16 +379,6 @@ def draw_noise(shuffle_keys: EpochShuffle, generator: torch.Generator, epochs: i
     return noise, states
 
 
-def mlp_layers(backbone) -> np.ndarray:
-    """[L, 4] int64: (in, out, weight offset, bias offset) of each layer of ``backbone``'s flat
-    MLP; no rows for FCF."""
-    layers, start = [], 0
-    for out, inp in (backbone.shapes if isinstance(backbone, NCF) else []):
-        layers.append((inp, out, start, start + out * inp))
-        start += out * inp + out
-    return np.array(layers, dtype=np.int64).reshape(-1, 4)
-
-
 def train_round(table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor, backbone, batches,
                 row_offsets: torch.Tensor, instance_rows: torch.Tensor, settings, shuffle: torch.Generator,
                 pull=None) -> tuple:
@@ -403,16 +393,14 @@ def train_round(table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor, back
     n, dim = user.shape
     noise, states = draw_noise(EpochShuffle(batches), shuffle, settings.epochs)
     rows = row_offsets[1:] - row_offsets[:-1]  # [n]
-    layers = mlp_layers(backbone)
+    layers = np.array(backbone.layout() if isinstance(backbone, NCF) else [], dtype=np.int64).reshape(-1, 4)
     per_instance = dim + 3 * int((layers[:, 0] * layers[:, 1]).sum())  # multiply-adds per instance
     cost = batches.num_batches * (batches.batch_size * per_instance + 3 * (rows * dim + mlp.shape[1]))  # [n]
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(threads)
     group_offsets, group_clients = thread_groups(cost, threads)
     dtype = torch.empty(0, dtype=table.dtype).numpy().dtype
-    hyper = np.zeros(CLAMP_AT + 1, dtype=dtype)
-    hyper[[BETA1_AT, BETA2_AT, EPS_AT, REST1_AT, REST2_AT, ONE_AT, TINY_AT, CLAMP_AT]] = \
-        [BETA1, BETA2, EPS, 1 - BETA1, 1 - BETA2, 1.0, 1e-12, -100.0]
+    hyper = np.array([BETA1, BETA2, EPS, 1 - BETA1, 1 - BETA2, 1.0, 1e-12, -100.0], dtype)  # in *_AT order
     params = Params(table.numpy(), np.zeros(tuple(table.shape), dtype), np.zeros(tuple(table.shape), dtype),
                     user.numpy(), np.zeros(tuple(user.shape), dtype), np.zeros(tuple(user.shape), dtype),
                     mlp.numpy(), np.zeros(tuple(mlp.shape), dtype), np.zeros(tuple(mlp.shape), dtype))

@@ -36,7 +36,7 @@ from fedca.federation.adam import RowAdam
 from fedca.federation.batches import EpochShuffle, RoundBatches
 from fedca.federation.population import Population
 from fedca.federation.pull import AnchorPull
-from fedca.models.backbones import FCF, NCF, Backbone, ItemGrads
+from fedca.models.backbones import Backbone, ItemGrads
 
 try:
     from fedca.federation import fused
@@ -326,19 +326,26 @@ def _finite_rows(values: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(values).all(1)
 
 
+def numba_scope_error(model: str, optimizer: str, device: str) -> Optional[str]:
+    """Why the numba kernel cannot train ``model`` with ``optimizer`` on ``device`` (None: it can;
+    ``device`` may be ``auto``, which the config cannot rule out)."""
+    if model in ("fcf", "ncf") and optimizer == "adam" and device != "cuda":
+        return None
+    return (f"kernel=numba covers model=fcf or ncf with model.optimizer=adam on the CPU, not model={model} "
+            f"model.optimizer={optimizer} device={device}; use kernel=auto or kernel=torch")
+
+
 def choose_kernel(settings: LocalSettings, backbone: Backbone, device: torch.device) -> str:
     """``torch`` or ``numba``: the kernel ``settings.kernel`` asks for, ``auto`` taking ``numba``
     for FCF or NCF with Adam on the CPU when numba is installed. Raises FedcaError when ``numba``
     is asked for a setup it does not cover."""
-    fits = type(backbone) in (FCF, NCF) and settings.optimizer == "adam" and device.type == "cpu"
-    if settings.kernel == "torch" or (settings.kernel == "auto" and not (fits and fused is not None)):
+    scope_error = numba_scope_error(backbone.name, settings.optimizer, device.type)
+    if settings.kernel == "torch" or (settings.kernel == "auto" and (scope_error or fused is None)):
         return "torch"
     if fused is None:
         raise FedcaError("kernel=numba needs the numba package (pip install numba); use kernel=torch")
-    if not fits:
-        raise FedcaError(f"kernel=numba covers model=fcf or ncf with model.optimizer=adam on the CPU, not "
-                         f"model={backbone.name} model.optimizer={settings.optimizer} device={device.type}; "
-                         f"use kernel=auto or kernel=torch")
+    if scope_error:
+        raise FedcaError(scope_error)
     return "numba"
 
 

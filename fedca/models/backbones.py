@@ -171,16 +171,18 @@ class NCF(Backbone):
             parts.append((torch.rand(out, generator=generator) * 2 - 1) * bound)
         return torch.cat(parts)
 
+    def layout(self) -> list:
+        """[(in, out, weight offset, bias offset)] of each layer in the flat MLP row."""
+        layers, start = [], 0
+        for out, inp in self.shapes:
+            layers.append((inp, out, start, start + out * inp))
+            start += out * inp + out
+        return layers
+
     def unflatten(self, mlp: torch.Tensor) -> list:
         """mlp [a, P] -> [(weight [a, out, in], bias [a, out]) per layer], as views."""
-        views, start = [], 0
-        for out, inp in self.shapes:
-            weight = mlp[:, start: start + out * inp].view(-1, out, inp)  # [a, out, in]
-            start += out * inp
-            bias = mlp[:, start: start + out]  # [a, out]
-            start += out
-            views.append((weight, bias))
-        return views
+        return [(mlp[:, at: at + out * inp].view(-1, out, inp), mlp[:, bias_at: bias_at + out])
+                for inp, out, at, bias_at in self.layout()]
 
     def score(self, user, items, mlp):
         hidden = torch.cat([user.unsqueeze(1).expand(-1, items.shape[1], -1), items], dim=-1)  # [a, B, 2d]
