@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from fedca.results.significance import paired_t_test, paired_user_test
+from fedca.results.significance import compare_to_baseline, paired_t_test, paired_user_test
 
 
 def test_paired_t_test_matches_the_closed_form_for_two_degrees_of_freedom():
@@ -74,3 +74,48 @@ def test_a_constant_difference_has_a_point_interval_and_all_ties_p_one():
     assert shifted.low == pytest.approx(0.1) and shifted.high == pytest.approx(0.1)
     same = paired_user_test([0.5, 0.0, 1.0], [0.5, 0.0, 1.0])
     assert same.p_value == 1.0 and same.mean_difference == 0.0
+
+
+def _runs(rows):
+    import pandas as pd
+    return pd.DataFrame(rows, columns=["run_dir", "dataset", "model", "agg", "seed", "test_hr@10"])
+
+
+def test_each_method_is_paired_with_the_baseline_of_its_dataset_and_backbone():
+    complete = _runs([
+        ("a0", "ml", "fcf", "fedavg", 0, 0.50), ("a1", "ml", "fcf", "fedavg", 1, 0.52),
+        ("b0", "ml", "ncf", "fedavg", 0, 0.30), ("b1", "ml", "ncf", "fedavg", 1, 0.34),
+        ("c0", "ml", "fcf", "composite", 0, 0.90), ("c1", "ml", "fcf", "composite", 1, 0.93),
+        ("d0", "ml", "ncf", "fedper", 0, 0.40), ("d1", "ml", "ncf", "fedper", 1, 0.43),
+        ("e0", "ft", "fcf", "composite", 0, 0.70),  # no FedAvg on this dataset: left out
+    ])
+    table = compare_to_baseline(complete, "agg", "fedavg", "test_hr@10", ["dataset", "model", "agg"])
+    by_agg = table.set_index("agg")
+    assert sorted(by_agg.index) == ["composite", "fedper"]
+    assert by_agg.loc["composite", "difference"] == pytest.approx(((0.90 - 0.50) + (0.93 - 0.52)) / 2)
+    assert by_agg.loc["fedper", "difference"] == pytest.approx(((0.40 - 0.30) + (0.43 - 0.34)) / 2)
+    assert (by_agg["n"] == 2).all()
+
+
+def test_a_method_on_another_backbone_uses_the_only_baseline_and_several_are_refused():
+    only = _runs([("a0", "ml", "fcf", "fedavg", 0, 0.5), ("p0", "ml", "pfedrec", "pfedrec", 0, 0.7)])
+    table = compare_to_baseline(only, "agg", "fedavg", "test_hr@10", ["dataset", "model", "agg"])
+    assert table["difference"].tolist() == pytest.approx([0.2])
+    several = _runs([("a0", "ml", "fcf", "fedavg", 0, 0.5), ("b0", "ml", "ncf", "fedavg", 0, 0.3),
+                     ("p0", "ml", "pfedrec", "pfedrec", 0, 0.7)])
+    with pytest.raises(ValueError, match="2 agg=fedavg groups"):
+        compare_to_baseline(several, "agg", "fedavg", "test_hr@10", ["dataset", "model", "agg"])
+
+
+def test_per_user_values_are_averaged_over_seeds_then_paired_by_user():
+    complete = _runs([("a0", "ml", "fcf", "fedavg", 0, 0.0), ("a1", "ml", "fcf", "fedavg", 1, 0.0),
+                      ("c0", "ml", "fcf", "composite", 0, 0.0), ("c1", "ml", "fcf", "composite", 1, 0.0)])
+    # composite beats FedAvg for every one of 6 users after averaging seeds (differences 1..6 / 2):
+    # the exact Wilcoxon p-value of 6 positive untied differences is 2 / 2^6.
+    per_user = {"a0": np.zeros(6), "a1": np.zeros(6), "c0": np.arange(1, 7.0), "c1": np.zeros(6)}
+    table = compare_to_baseline(complete, "agg", "fedavg", "test_hr@10", ["dataset", "model", "agg"],
+                                per_user=per_user.get)
+    assert table["p_users"].tolist() == pytest.approx([2 / 64])
+    missing = compare_to_baseline(complete, "agg", "fedavg", "test_hr@10", ["dataset", "model", "agg"],
+                                  per_user={"a0": np.zeros(6)}.get)
+    assert math.isnan(missing["p_users"].iloc[0])

@@ -12,11 +12,15 @@ metric in [0, 1] and describe ``values - baseline``:
   of that mean (users resampled with replacement, ``resamples`` draws from a seeded
   generator) and the two-sided p-value of the Wilcoxon signed-rank test (zero differences
   dropped, as Wilcoxon proposed; normal approximation with tie correction for large n).
+
+``compare_to_baseline`` applies both to a per-run results table (``fedca report``'s
+results.csv): each method's group against the baseline's group of the same context.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 
@@ -70,3 +74,59 @@ def paired_user_test(values, baseline, resamples: int = 10_000, seed: int = 0,
     nonzero = differences[differences != 0]
     p_value = 1.0 if nonzero.size == 0 else float(stats.wilcoxon(nonzero, zero_method="wilcox").pvalue)
     return PairedComparison(n, float(differences.mean()), float(low), float(high), p_value)
+
+
+def baseline_pairs(complete, key: str, baseline: str, group_cols) -> dict:
+    """{group: baseline group} for every group of the per-run table ``complete`` whose ``key``
+    column is not ``baseline``. Groups are tuples of ``group_cols`` values; a group's baseline is
+    the group with ``key == baseline`` that agrees on every other group column except ``model``
+    (a method is compared with the baseline on the same backbone when both exist, else with the
+    one baseline of its context). A group without a baseline is left out; ValueError when a
+    context has several baselines and none on the group's backbone."""
+    position = list(group_cols).index(key)
+    free = {position} | ({list(group_cols).index("model")} if "model" in group_cols else set())
+    groups = [tuple(row) for row in complete[list(group_cols)].drop_duplicates().itertuples(index=False)]
+
+    def context(group):
+        return tuple(value for index, value in enumerate(group) if index not in free)
+
+    baselines = {}
+    for group in groups:
+        if str(group[position]) == baseline:
+            baselines.setdefault(context(group), []).append(group)
+    pairs = {}
+    for group in groups:
+        options = baselines.get(context(group), [])
+        if str(group[position]) == baseline or not options:
+            continue
+        same_backbone = [option for option in options if option[:position] + option[position + 1:]
+                         == group[:position] + group[position + 1:]]
+        if not same_backbone and len(options) > 1:
+            raise ValueError(f"{len(options)} {key}={baseline} groups fit {dict(zip(group_cols, group))}; "
+                             "report them separately")
+        pairs[group] = (same_backbone or options)[0]
+    return pairs
+
+
+def compare_to_baseline(complete, key: str, baseline: str, metric: str, group_cols, per_user=None):
+    """One row per paired group of ``complete`` (see ``baseline_pairs``): the group columns,
+    then ``n`` (seeds both ran), ``difference``, ``low``, ``high`` and ``p_seeds`` of the paired
+    t-test over seeds of ``metric``, and ``p_users`` of the per-user Wilcoxon test when
+    ``per_user`` (a function run_dir -> per-user values [U] of the metric, or None when the run
+    saved none) gives values for every paired run: each side's per-user values are averaged
+    over its paired seeds before the users are paired."""
+    rows = []
+    for group, base in baseline_pairs(complete, key, baseline, group_cols).items():
+        mine, theirs = (complete[(complete[list(group_cols)] == pd.Series(g, index=list(group_cols))).all(axis=1)]
+                        .set_index("seed") for g in (group, base))
+        seeds = sorted(set(mine.index) & set(theirs.index))
+        test = paired_t_test(mine.loc[seeds, metric].astype(float), theirs.loc[seeds, metric].astype(float))
+        row = {**dict(zip(group_cols, group)), "n": test.n, "difference": test.mean_difference,
+               "low": test.low, "high": test.high, "p_seeds": test.p_value, "p_users": float("nan")}
+        if per_user is not None and seeds:
+            sides = [[per_user(side.loc[seed, "run_dir"]) for seed in seeds] for side in (mine, theirs)]
+            if all(values is not None for side in sides for values in side):
+                users = paired_user_test(np.mean(sides[0], axis=0), np.mean(sides[1], axis=0))
+                row["p_users"] = users.p_value
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*group_cols, "n", "difference", "low", "high", "p_seeds", "p_users"])
