@@ -1,6 +1,7 @@
 """``fedca data {list,fetch,stats}``: see, download and inspect datasets."""
 
 import argparse
+import sys
 from typing import List
 
 from fedca.config.compose import available, compose_run_config
@@ -41,7 +42,7 @@ def command(args: argparse.Namespace) -> int:
         path = fetch(remote_source(cfg.dataset), dataset_path(cfg.dataset), progress=True)
         print(f"{cfg.dataset.name}: {path}")
         return 0
-    data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed)
+    data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed, progress=sys.stderr.isatty())
     print(f"dataset      {cfg.dataset.name} (protocol {cfg.protocol.name}, "
           f"min_interactions {cfg.protocol.min_interactions})")
     print(f"users        {data.num_users}")

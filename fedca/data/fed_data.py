@@ -41,9 +41,9 @@ RawIds = Union[torch.Tensor, List[str]]
 
 def raw_ids(values: np.ndarray) -> RawIds:
     """[K] raw ids as FedData holds them: int64 tensor for integer ids, list of str for string ids."""
-    if values.dtype == object:
-        return [str(value) for value in values]
-    return torch.tensor(values, dtype=torch.int64)
+    if values.dtype.kind in "iu":
+        return torch.tensor(values, dtype=torch.int64)
+    return [str(value) for value in values]
 
 
 def _copy_ids(ids: RawIds, count=None) -> RawIds:
