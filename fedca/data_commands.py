@@ -30,12 +30,14 @@ def _spec(name: str, overrides: List[str]):
 
 def command(args: argparse.Namespace) -> int:
     if args.verb == "list":
-        for name in available("dataset"):
+        names = available("dataset")
+        width = max(map(len, names))
+        for name in names:
             if name == "csv":
-                print(f"{name:10s} any delimited file: set dataset.file (see conf/dataset/csv.yaml)")
+                print(f"{name:{width}s} any delimited file: set dataset.file (see conf/dataset/csv.yaml)")
                 continue
             path = dataset_path(_spec(name, []).dataset)
-            print(f"{name:10s} {path} ({'present' if path.is_file() else 'missing'})")
+            print(f"{name:{width}s} {path} ({'present' if path.is_file() else 'missing'})")
         return 0
     cfg = _spec(args.name, args.overrides)
     if args.verb == "fetch":
