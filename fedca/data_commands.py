@@ -1,6 +1,7 @@
 """``fedca data {list,fetch,stats,synth}``: see, download, inspect and generate datasets."""
 
 import argparse
+import sys
 from dataclasses import asdict
 from typing import List
 
@@ -46,12 +47,14 @@ def _spec(name: str, overrides: List[str]):
 
 def command(args: argparse.Namespace) -> int:
     if args.verb == "list":
-        for name in available("dataset"):
+        names = available("dataset")
+        width = max(map(len, names))
+        for name in names:
             if name == "csv":
-                print(f"{name:10s} any delimited file: set dataset.file (see conf/dataset/csv.yaml)")
+                print(f"{name:{width}s} any delimited file: set dataset.file (see conf/dataset/csv.yaml)")
                 continue
             path = dataset_path(_spec(name, []).dataset)
-            print(f"{name:10s} {path} ({'present' if path.is_file() else 'missing'})")
+            print(f"{name:{width}s} {path} ({'present' if path.is_file() else 'missing'})")
         return 0
     if args.verb == "synth":
         return _synth(args)
@@ -60,7 +63,7 @@ def command(args: argparse.Namespace) -> int:
         path = fetch(remote_source(cfg.dataset), dataset_path(cfg.dataset), progress=True)
         print(f"{cfg.dataset.name}: {path}")
         return 0
-    data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed)
+    data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed, progress=sys.stderr.isatty())
     print(f"dataset      {cfg.dataset.name} (protocol {cfg.protocol.name}, "
           f"min_interactions {cfg.protocol.min_interactions})")
     print(f"users        {data.num_users}")

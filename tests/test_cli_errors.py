@@ -15,12 +15,14 @@ TINY_CSV = "1,1\n1,2\n1,3\n2,1\n2,2\n2,3\n"
 
 # id: (files to write under the data folder, overrides with {data} for that folder, a fragment of the message)
 BAD_INPUTS = {
-    "missing_data_file": ({}, ["dataset.root={data}"], "not found"),
+    "missing_data_file": ({}, ["dataset.root={data}", "dataset.download=false"], "not found"),
+    "download_offline": ({}, ["dataset.root={data}", "dataset.url=http://127.0.0.1:9/ml-100k.zip"],
+                         "download it by hand and place ml-100k/u.data from the archive at"),
     "empty_file": ({"ml-100k/u.data": ""}, ["dataset.root={data}"], "empty"),
     "semicolon_file_read_as_ml100k": ({"ml-100k/u.data": "196;242;3;881250949\n"}, ["dataset.root={data}"],
                                       "line 1"),
-    "non_numeric_user_id": ({"ml-100k/u.data": "196\t242\t3\t881250949\nabc\t302\t3\t891717742\n"},
-                            ["dataset.root={data}"], "line 2"),
+    "non_numeric_timestamp": ({"ml-100k/u.data": "196\t242\t3\t881250949\n186\t302\t3\tabc\n"},
+                              ["dataset.root={data}"], "line 2"),
     "user_with_two_interactions": ({"tiny.csv": "1,1\n1,2\n1,3\n2,1\n2,2\n"},
                                    ["dataset=csv", "dataset.root={data}", "dataset.file=tiny.csv",
                                     "protocol.min_interactions=0"], "user 2 has 2 interactions"),

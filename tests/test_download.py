@@ -263,3 +263,91 @@ def test_non_http_url_is_refused(tmp_path: Path, dest: Path) -> None:
     message = _error_of(RemoteSource(local.as_uri()), dest)
     assert "only http and https" in message
     assert not dest.exists()
+
+
+# --------------------------------------------------------------------------- download on first use
+
+
+def _dataset(tmp_path: Path, url: str, *overrides: str):
+    """The ml100k dataset config, served from ``url``, with its root in ``tmp_path``."""
+    from fedca.config.compose import compose_run_config
+    return compose_run_config(["dataset=ml100k", f"dataset.root={tmp_path / 'data'}", f"dataset.url={url}",
+                               f"dataset.sha256={RATINGS_SHA256}", "dataset.archive_md5=null", *overrides]).dataset
+
+
+def test_a_missing_dataset_file_is_downloaded_on_first_use(server: Server, tmp_path: Path, dest: Path) -> None:
+    from fedca.data.sources import ensure_file
+    url = _archive_url(server)
+    assert ensure_file(_dataset(tmp_path, url)) == dest   # dataset.download is true by default
+    _assert_only_dest(dest, RATINGS)
+    assert server.requests == ["/ml-100k.zip"]
+    ensure_file(_dataset(tmp_path, url))
+    assert server.requests == ["/ml-100k.zip"]   # present now: no second download
+
+
+def test_download_false_names_the_fetch_command_and_the_url(server: Server, tmp_path: Path, dest: Path) -> None:
+    from fedca.data.sources import ensure_file
+    url = _archive_url(server)
+    with pytest.raises(FedcaError) as info:
+        ensure_file(_dataset(tmp_path, url, "dataset.download=false"))
+    message = str(info.value)
+    assert "\n" not in message and str(dest) in message and url in message and "fedca data fetch ml100k" in message
+    assert server.requests == [] and not dest.exists()
+
+
+def test_offline_first_use_names_the_url_and_where_to_place_the_file(tmp_path: Path, dest: Path) -> None:
+    from fedca.data.sources import ensure_file
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/ml-100k.zip"
+    with pytest.raises(FedcaError) as info:
+        ensure_file(_dataset(tmp_path, url))
+    message = str(info.value)
+    assert "\n" not in message and url in message
+    assert f"place {MEMBER} from the archive at {dest}" in message
+    assert not dest.exists()
+
+
+def _fetch_in_child(url: str, dest: Path, on_terminal: bool) -> str:
+    """Run fetch(progress=True) in a child process whose stderr is a terminal or a pipe; its stderr."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    script = ("import sys; from pathlib import Path; from fedca.data.download import RemoteSource, fetch; "
+              "fetch(RemoteSource(sys.argv[1]), Path(sys.argv[2]), progress=True)")
+    command = [sys.executable, "-c", script, url, str(dest)]
+    if not on_terminal:
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stderr
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))   # a new pty is 0 columns wide
+    try:
+        subprocess.run(command, stdout=follower, stderr=follower, timeout=120, check=True)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 1 << 16)
+            except OSError:   # EIO: the terminal's other end is closed and everything was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_a_download_shows_a_byte_progress_bar_on_a_terminal_only(server: Server, tmp_path: Path) -> None:
+    body = RATINGS * 4096
+    kib, rest = divmod(len(body), 1024)   # whole KiB, so tqdm's unit scale (divisor 1024) shows it exactly
+    assert rest == 0
+    url = _publish(server, "u.data", body)
+    shown = _fetch_in_child(url, tmp_path / "tty" / "u.data", on_terminal=True)
+    assert "u.data: 100%" in shown and f"{kib}k/{kib}k" in shown and "B/s" in shown, shown
+    assert _fetch_in_child(url, tmp_path / "pipe" / "u.data", on_terminal=False) == ""
+    assert (tmp_path / "tty" / "u.data").read_bytes() == body

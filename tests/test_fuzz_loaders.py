@@ -12,7 +12,11 @@ The reference's reading of a file (documented in ``reference_parse``):
 * a blank (whitespace-only) line is skipped; with ``header`` the first line names the columns;
 * fields are split on the separator (any run of whitespace for ``space``); the first data line
   fixes the field count and any line with another count is malformed;
-* ids and timestamps are integers, ratings finite numbers; tokens in canonical decimal form must
+* an id column (user, item) is an integer column when every token, stripped of surrounding
+  whitespace, is an ASCII decimal integer (optional sign; optionally ``.`` and zeros after it) with
+  a value in [-2**63, 2**63): its ids are those exact
+  values; any other id column holds string ids, the stripped tokens; an empty id is malformed;
+* timestamps are integers, ratings finite numbers; tokens in canonical decimal form must
   be accepted with their exact value, other spellings (``1.0``, ``+3``, `` 4``, ``1e3``) may be
   rejected, but when accepted must keep their exact value;
 * a leading UTF-8 BOM may be rejected (on line 1, or as a header mismatch) or ignored.
@@ -131,6 +135,20 @@ def classify(token: str, integer: bool):
     return ("good" if canonical else "maybe"), value
 
 
+INTEGER_ID = re.compile(r"[+-]?[0-9]+(\.0*)?")
+
+
+def id_column(tokens: List[str]):
+    """(values, lines-index of empty ids) of one id column, per the module docstring."""
+    stripped = [token.strip() for token in tokens]
+    empty = [k for k, token in enumerate(stripped) if token == ""]
+    if all(INTEGER_ID.fullmatch(token) for token in stripped):
+        values = [int(token.split(".")[0]) for token in stripped]
+        if all(-INT64 <= value < INT64 for value in values):
+            return values, empty
+    return stripped, empty
+
+
 def split_fields(line: str, sep: str) -> List[str]:
     return line.split() if sep == " " else line.split(sep)
 
@@ -182,7 +200,7 @@ def reference_parse(raw: bytes, spec: DatasetConfig) -> Verdict:
             return index if index < width else None
         return names.index(text_spec) if text_spec in names else None
 
-    roles = [("user_col", True), ("item_col", True)]
+    roles = [("user_col", None), ("item_col", None)]
     if spec.rating_col is not None:
         roles.append(("rating_col", False))
     if spec.time_rule == "column":
@@ -192,6 +210,10 @@ def reference_parse(raw: bytes, spec: DatasetConfig) -> Verdict:
         index = resolve(key)
         if index is None:
             verdict.file_error = True
+            continue
+        if integer is None:   # an id column
+            columns[key], empty = id_column([fields[index] for _, fields in body])
+            verdict.fatal_lines |= {body[k][0] for k in empty}
             continue
         values = []
         for number, fields in body:
@@ -257,7 +279,10 @@ def check_frame(frame, verdict: Verdict) -> None:
     assert not verdict.must_fail, (f"reader accepted input that is malformed on lines {sorted(verdict.fatal_lines)}"
                                    f" (file-level problem: {verdict.file_error}); got\n{frame}")
     assert list(frame.columns) == ["user", "item", "rating", "time", "pos"]
-    assert [str(t) for t in frame.dtypes] == ["int64", "int64", "float64", "int64", "int64"]
+    string_ids = [any(isinstance(row[k], str) for row in verdict.rows) for k in (0, 1)]
+    dtypes = [str(t) for t in frame.dtypes]
+    assert [dtypes[k] in ("object", "str") if string_ids[k] else dtypes[k] == "int64" for k in (0, 1)] == [True] * 2
+    assert dtypes[2:] == ["float64", "int64", "int64"]
     got = list(zip(frame["user"].tolist(), frame["item"].tolist(), frame["rating"].tolist(),
                    frame["time"].tolist(), frame["pos"].tolist()))
     assert got == verdict.rows
@@ -542,10 +567,13 @@ def test_a_unit_separator_byte_is_data_not_a_field_break_with_multi_character_se
        other=st.sampled_from(["1.0", "1", "2e0"]))
 def test_large_ids_keep_their_exact_value_or_are_rejected(folder, user, spelled, other):
     # one line spells its id as a float: the reader may reject it, but must never round an id
+    # (a spelling that is not an integer, like 1e0, makes the column one of string ids: exact tokens)
     raw = f"{spelled.format(user)}\t7\t5\t100\n{user - 1}\t7\t5\t101\n{other}\t8\t5\t102\n".encode()
     frame = read_and_check(folder, raw, dict(sep="\t"))
-    if frame is not None:
-        assert frame["user"].tolist()[:2] == [user, user - 1]
+    assert frame is not None
+    as_strings = "e" in spelled or "e" in other
+    expected = [spelled.format(user), str(user - 1)] if as_strings else [user, user - 1]
+    assert frame["user"].tolist()[:2] == expected
 
 
 @fuzz(40)
@@ -657,19 +685,27 @@ def reference_split(rows: list, protocol: ProtocolConfig):
                       val=[history[u][-2][1] for u in users], test=[history[u][-1][1] for u in users])
 
 
+def as_list(ids) -> list:
+    """Raw ids (an int64 tensor, or a list of str for string ids) as a list."""
+    return ids if isinstance(ids, list) else ids.tolist()
+
+
 def check_fed_data(data, expected: dict, protocol: ProtocolConfig) -> None:
     users, items = expected["users"], expected["items"]
     num_users, num_items = len(users), len(items)
-    assert data.raw_user_ids.tolist() == users
-    assert data.raw_item_ids.tolist() == items
-    raw_items = data.raw_item_ids
+    assert as_list(data.raw_user_ids) == users
+    assert as_list(data.raw_item_ids) == items
+    raw_items = as_list(data.raw_item_ids)
+
+    def raw(rows) -> list:
+        return [raw_items[j] for j in rows.tolist()]
+
     offsets = data.train_offsets.tolist()
     assert offsets[0] == 0 and len(offsets) == num_users + 1
     assert [offsets[u + 1] - offsets[u] for u in range(num_users)] == [len(t) for t in expected["train"]]
-    assert [raw_items[data.train_items[offsets[u]:offsets[u + 1]]].tolist() for u in range(num_users)] \
-        == expected["train"]
-    assert raw_items[data.val_items].tolist() == expected["val"]
-    assert raw_items[data.test_items].tolist() == expected["test"]
+    assert [raw(data.train_items[offsets[u]:offsets[u + 1]]) for u in range(num_users)] == expected["train"]
+    assert raw(data.val_items) == expected["val"]
+    assert raw(data.test_items) == expected["test"]
     assert data.num_interactions == sum(len(t) for t in expected["train"]) + 2 * num_users
     count = protocol.num_eval_negatives
     assert tuple(data.val_negatives.shape) == (num_users, count) == tuple(data.test_negatives.shape)
@@ -796,3 +832,56 @@ def test_well_formed_datasets_split_one_val_and_one_test_per_user_and_train_the_
     assert data.train_items.numel() == sum(per_user) - 2 * len(per_user)
     assert (data.train_offsets[1:] - data.train_offsets[:-1]).sort().values.tolist() \
         == sorted(count - 2 for count in per_user)
+
+
+# --------------------------------------------------------------------------- string ids
+
+
+def string_ids():
+    """Id tokens as real logs write them: Amazon-like codes, padded numbers, any unicode text."""
+    code = st.from_regex(r"[A-Z0-9]{10,14}", fullmatch=True)
+    padded = st.integers(0, 999).map(lambda v: f"{v:05d}")
+    text = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n\t,;:| "), min_size=1,
+                   max_size=6)
+    return st.one_of(code, padded, text, st.sampled_from(ODD_TOKENS))
+
+
+@fuzz(120)
+@given(data=st.data())
+def test_string_id_files_parse_to_the_stripped_tokens_or_fail_naming_the_line(folder, data):
+    layout = data.draw(layouts())
+    rows = data.draw(clean_rows(layout))
+    roles = layout["roles"]
+    pool = data.draw(st.lists(string_ids(), min_size=1, max_size=6))
+    for row in rows:
+        for role in ("user", "item"):
+            if data.draw(st.booleans()):
+                row[roles.index(role)] = data.draw(st.sampled_from(pool))
+    raw = render(layout, rows).encode("utf-8")
+    frame = read_and_check(folder, raw, layout["spec"])
+    verdict = reference_parse(raw, DatasetConfig(name="csv", file="unused", **layout["spec"]))
+    if not verdict.must_fail and not verdict.maybe_lines:
+        assert frame is not None, "a file of string ids was rejected"
+
+
+@fuzz(60)
+@given(case=splittable_datasets(), seed=st.integers(0, 5), prefix=st.sampled_from(["A", "B000", "é", "0"]))
+def test_renaming_ids_to_tokens_changes_nothing_but_the_raw_ids(folder, case, seed, prefix):
+    # a bijection from integer ids to string tokens keeps the order of first appearance, so every
+    # tensor of the split is the same; only the raw ids change, to the tokens
+    layout, rows, protocol, _ = case
+    roles = layout["roles"]
+    columns = [roles.index("user"), roles.index("item")]
+
+    def token(value: str) -> str:
+        return f"{prefix}{value}x"
+
+    renamed = [[token(cell) if k in columns else cell for k, cell in enumerate(row)] for row in rows]
+    numbers = pipeline_and_check(folder, render(layout, rows).encode("utf-8"), layout["spec"], protocol, seed)
+    tokens = pipeline_and_check(folder, render(layout, renamed).encode("utf-8"), layout["spec"], protocol, seed)
+    assert numbers is not None and tokens is not None
+    for name in ("train_items", "train_offsets", "val_items", "test_items", "val_negatives", "test_negatives",
+                 "interacted_keys", "train_excluded_keys"):
+        assert getattr(numbers, name).tolist() == getattr(tokens, name).tolist(), name
+    assert tokens.raw_user_ids == [token(str(v)) for v in numbers.raw_user_ids.tolist()]
+    assert tokens.raw_item_ids == [token(str(v)) for v in numbers.raw_item_ids.tolist()]

@@ -12,6 +12,7 @@ from fedca.config.schema import DatasetConfig
 from fedca.data.fed_data import load_fed_data
 from fedca.data.readers import read_ratings
 from fedca.data.sources import dataset_path
+from fedca.errors import FedcaError
 
 
 def write(path, text: str) -> None:
@@ -139,3 +140,15 @@ def test_named_and_escaped_tab_separators_read_tab_files(tmp_path, sep):
                          time_rule="file_order")
     frame = read_ratings(path, spec)
     assert frame["user"].tolist() == [1, 1, 2] and frame["item"].tolist() == [10, 11, 10]
+
+
+def test_lastfm2k_time_is_the_assignment_date_and_a_bad_month_names_its_line(tmp_path):
+    header = "userID\tartistID\ttagID\tday\tmonth\tyear\r\n"
+    write(tmp_path / "lastfm-2k/user_taggedartists.dat",
+          header + "2\t52\t13\t1\t4\t2009\r\n2\t53\t13\t31\t12\t2008\r\n3\t52\t7\t2\t4\t2009\r\n")
+    got = read(tmp_path, "lastfm2k")
+    expected = frame([2, 2, 3], [52, 53, 52], [1.0, 1.0, 1.0], [20090401, 20081231, 20090402])
+    pd.testing.assert_frame_equal(got, expected)
+    write(tmp_path / "lastfm-2k/user_taggedartists.dat", header + "2\t52\t13\t1\t4\t2009\r\n2\t53\t13\t1\t13\t2009\r\n")
+    with pytest.raises(FedcaError, match=r"line 3: month '13' is outside 1\.\.12"):
+        read(tmp_path, "lastfm2k")

@@ -14,14 +14,20 @@ from omegaconf import MISSING
 
 @dataclass
 class DatasetConfig:
-    """Where a ratings file is and how to read it (one YAML per dataset in conf/dataset/)."""
+    """Where a ratings file is and how to read it (one YAML per dataset in conf/dataset/).
+
+    ``download``: fetch a missing file from ``url`` on first use (checksums verified).
+    ``date_cols``: year, month and day columns for ``time_rule=date_columns``.
+    ``min_interactions``: when set, the dataset's published user filter, used in place of
+    ``protocol.min_interactions`` (Last.fm-2K: 5, which gives the figures its papers report).
+    """
 
     name: str = MISSING
     format: str = "delimited"
     subdir: str = ""
     file: str = MISSING
     root: Optional[str] = None
-    download: bool = False
+    download: bool = True
     url: Optional[str] = None
     archive_member: Optional[str] = None
     sha256: Optional[str] = None
@@ -33,6 +39,8 @@ class DatasetConfig:
     rating_col: Optional[str] = "2"
     timestamp_col: Optional[str] = "3"
     time_rule: str = "column"
+    date_cols: Optional[List[str]] = None
+    min_interactions: Optional[int] = None
     notes: str = ""
 
 

@@ -25,7 +25,7 @@ MODELS = ("fcf", "ncf", "pfedrec")
 PFEDREC_HEAD_AGGREGATORS = ("pfedrec", "local")  # the others would average the personal bias b_i
 SCHEDULES = ("constant", "linear", "cosine", "step", "adaptive")
 SCHEDULED_KEYS = ("w_sim", "w_comp", "interpolation")
-TIME_RULES = ("column", "item_first_appearance", "file_order")
+TIME_RULES = ("column", "date_columns", "item_first_appearance", "file_order")
 DUPLICATE_POLICIES = ("keep_all", "keep_first", "keep_last")
 
 
@@ -92,6 +92,13 @@ def _validate_dataset(cfg: RunConfig) -> None:
     if data.time_rule == "column" and data.timestamp_col is None:
         raise FedcaError("dataset.time_rule='column' needs dataset.timestamp_col; "
                          "set it or use time_rule=file_order")
+    if data.time_rule == "date_columns" and len(data.date_cols or []) != 3:
+        raise FedcaError(f"dataset.time_rule='date_columns' needs dataset.date_cols=[year,month,day], "
+                         f"got {list(data.date_cols or [])}")
+    if data.min_interactions is not None:
+        _require(data.min_interactions >= 0, "dataset.min_interactions", data.min_interactions,
+                 "must be >= 0 (or null: use protocol.min_interactions)")
+        cfg.protocol.min_interactions = data.min_interactions  # the dataset's published filter wins
 
 
 def _validate_model(cfg: RunConfig) -> None:
@@ -235,7 +242,8 @@ def _validate_init(cfg: RunConfig) -> None:
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Check every field's range; return the same object with alpha/beta resolved."""
+    """Check every field's range; return the same object with alpha/beta resolved and a dataset's own
+    ``min_interactions`` (when set) copied into ``protocol.min_interactions``."""
     _sane_numbers(cfg)
     _validate_top(cfg)
     _validate_dataset(cfg)

@@ -59,7 +59,8 @@ def fetch(source: RemoteSource, dest: Path, *, timeout: float = 60.0, progress: 
 
     An existing ``dest`` is kept without network access when ``source.sha256`` is unknown
     or matches it; otherwise it is downloaded again. ``timeout`` (seconds) applies to
-    connecting and to each read; ``progress`` shows a tqdm bar.
+    connecting and to each read; ``progress`` shows a tqdm byte bar on stderr when it is a
+    terminal (tqdm's own check), none otherwise.
     """
     dest = Path(dest)
     if _is_present(dest, source.sha256):
@@ -158,7 +159,8 @@ def _stream(
     """Copy ``response`` to ``out`` in chunks; return the byte count and md5 hex digest."""
     md5 = hashlib.md5(usedforsecurity=False)
     received = 0
-    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress)
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+               disable=None if progress else True)
     with bar:
         for chunk in iter(lambda: response.read(CHUNK_SIZE), b""):
             out.write(chunk)

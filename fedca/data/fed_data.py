@@ -2,15 +2,22 @@
 
 The cache is keyed by the raw file's sha256, the parsing settings, the protocol fields that
 shape the data and the seed; a stale or unreadable cache file is rebuilt, never trusted.
+
+Raw ids (the mapping from dense index back to the file): an int64 tensor when the file's ids
+are integers, else the list of the file's string tokens (``raw_user_ids[u]`` is user u's id).
+Both are saved in the cache and in run checkpoints, and warm start matches items by them.
 """
 
 import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from typing import List, Union
+
+import numpy as np
 import torch
 
 from fedca.config.schema import DatasetConfig, ProtocolConfig
@@ -22,12 +29,27 @@ from fedca.data.split import clean, leave_one_out
 from fedca.errors import FedcaError
 from fedca.seeding import generator
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 DATA_PROTOCOL_FIELDS = ("min_interactions", "binarize_threshold", "duplicates", "num_eval_negatives",
                         "shared_val_test_negatives", "train_negatives_exclude_eval", "num_train_negatives")
-PARSE_FIELDS = ("format", "sep", "header", "user_col", "item_col", "rating_col", "timestamp_col", "time_rule")
+PARSE_FIELDS = ("format", "sep", "header", "user_col", "item_col", "rating_col", "timestamp_col", "time_rule",
+                "date_cols")
 TENSOR_FIELDS = ("train_items", "train_offsets", "val_items", "test_items", "val_negatives", "test_negatives",
                  "interacted_keys", "train_excluded_keys", "raw_user_ids", "raw_item_ids")
+RawIds = Union[torch.Tensor, List[str]]
+
+
+def raw_ids(values: np.ndarray) -> RawIds:
+    """[K] raw ids as FedData holds them: int64 tensor for integer ids, list of str for string ids."""
+    if values.dtype.kind in "iu":
+        return torch.tensor(values, dtype=torch.int64)
+    return [str(value) for value in values]
+
+
+def _copy_ids(ids: RawIds, count=None) -> RawIds:
+    """The first ``count`` raw ids (all when None), copied."""
+    head = ids[:count] if count is not None else ids
+    return head.clone() if isinstance(ids, torch.Tensor) else list(head)
 
 
 @dataclass
@@ -39,7 +61,8 @@ class FedData:
     val_items, test_items [N]; val_negatives, test_negatives [N, C] (the same values under a
     shared-negatives protocol). interacted_keys: sorted ``u * I + j`` of every interaction;
     train_excluded_keys: sorted keys a training negative may not take (interactions, plus the
-    eval candidates when the protocol excludes them). raw_user_ids [N], raw_item_ids [I].
+    eval candidates when the protocol excludes them). raw_user_ids [N], raw_item_ids [I]: the
+    file's ids (int64 tensor, or list of str for string ids).
     """
 
     train_items: torch.Tensor
@@ -50,8 +73,8 @@ class FedData:
     test_negatives: torch.Tensor
     interacted_keys: torch.Tensor
     train_excluded_keys: torch.Tensor
-    raw_user_ids: torch.Tensor
-    raw_item_ids: torch.Tensor
+    raw_user_ids: RawIds
+    raw_item_ids: RawIds
     meta: dict = field(default_factory=dict)
 
     @property
@@ -60,7 +83,7 @@ class FedData:
 
     @property
     def num_items(self) -> int:
-        return self.raw_item_ids.numel()
+        return len(self.raw_item_ids)
 
     @property
     def num_interactions(self) -> int:
@@ -82,7 +105,7 @@ class FedData:
             val_negatives=self.val_negatives[:count].clone(), test_negatives=self.test_negatives[:count].clone(),
             interacted_keys=self.interacted_keys[self.interacted_keys < limit].clone(),
             train_excluded_keys=self.train_excluded_keys[self.train_excluded_keys < limit].clone(),
-            raw_user_ids=self.raw_user_ids[:count].clone(), raw_item_ids=self.raw_item_ids.clone(),
+            raw_user_ids=_copy_ids(self.raw_user_ids, count), raw_item_ids=_copy_ids(self.raw_item_ids),
             meta=dict(self.meta, users_subset=count))
 
 
@@ -116,7 +139,7 @@ def _build(path: Path, spec: DatasetConfig, protocol: ProtocolConfig, seed: int,
         val_items=torch.tensor(split.val_items), test_items=torch.tensor(split.test_items),
         val_negatives=val_negatives.contiguous(), test_negatives=test_negatives.contiguous(),
         interacted_keys=interacted, train_excluded_keys=excluded,
-        raw_user_ids=torch.tensor(split.raw_user_ids), raw_item_ids=torch.tensor(split.raw_item_ids),
+        raw_user_ids=raw_ids(split.raw_user_ids), raw_item_ids=raw_ids(split.raw_item_ids),
         meta=meta)
 
 
@@ -137,7 +160,8 @@ def _load_cached(path: Path, key: str):
         return None
     consistent = (data.train_offsets.numel() == data.num_users + 1
                   and int(data.train_offsets[-1]) == data.train_items.numel()
-                  and data.val_negatives.shape == data.test_negatives.shape)
+                  and data.val_negatives.shape == data.test_negatives.shape
+                  and len(data.raw_user_ids) == data.num_users)
     return data if consistent else None
 
 
@@ -156,7 +180,11 @@ def _save_cached(path: Path, key: str, data: FedData) -> None:
 
 def load_fed_data(spec: DatasetConfig, protocol: ProtocolConfig, seed: int, *, use_cache: bool = True,
                   progress: bool = False) -> FedData:
-    """Locate (and if allowed download) the file, then build or load the cached FedData."""
+    """Locate (and if allowed download) the file, then build or load the cached FedData.
+
+    A dataset's own ``min_interactions`` (when set) replaces ``protocol.min_interactions``."""
+    if spec.min_interactions is not None:
+        protocol = replace(protocol, min_interactions=spec.min_interactions)
     path = ensure_file(spec, progress=progress)
     file_sha256 = sha256_of(path)
     meta = {"dataset": spec.name, "file": path.name, "file_sha256": file_sha256,

@@ -1,4 +1,8 @@
-"""Find a dataset's file on disk (``dataset.root``), downloading it first when allowed.
+"""Find a dataset's file on disk (``dataset.root``), downloading it on first use.
+
+A missing file with an official URL is downloaded (tqdm byte bar on a terminal, checksums
+verified, see ``fedca.data.download``) unless ``dataset.download=false``; without network the
+error names the URL and where to place the file by hand.
 
 ``dataset.root`` defaults to ``$FEDCA_DATA_DIR`` when set, else ``<cache>/data`` where the
 cache is ``$FEDCA_CACHE_DIR`` or ``$XDG_CACHE_HOME/fedca`` or ``~/.cache/fedca``.
@@ -45,13 +49,17 @@ def remote_source(spec: DatasetConfig) -> RemoteSource:
 
 
 def ensure_file(spec: DatasetConfig, progress: bool = False) -> Path:
-    """Return the ratings file's path, fetching it when missing and ``dataset.download`` is true."""
+    """Return the ratings file's path, fetching it when missing and ``dataset.download`` is true;
+    ``progress`` shows a byte bar on a terminal."""
     path = dataset_path(spec)
     if path.is_file():
         return path
     if spec.download and spec.url:
         return fetch(remote_source(spec), path, progress=progress)
-    how = (f"run `fedca data fetch {spec.name}` or add dataset.download=true" if spec.url
-           else "place the file there")
+    if not spec.url:
+        how = "place the file there"
+    else:
+        what = f"{spec.archive_member} from {spec.url}" if spec.archive_member else spec.url
+        how = f"dataset.download=false, so run `fedca data fetch {spec.name}` or place {what} there"
     raise FedcaError(f"dataset {spec.name}: file {path} not found; {how}, or point dataset.root "
                      f"(or FEDCA_DATA_DIR) at the folder that holds {spec.subdir or '.'}/{Path(spec.file).name}")

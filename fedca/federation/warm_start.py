@@ -5,7 +5,8 @@
 the same users and items (same raw ids), every client gets its own source state
 (``per_client``). Otherwise (another dataset, other users) every target client starts from the
 mean over the source clients, with item rows matched by raw item id; unmatched rows keep their
-fresh initialisation (``mean_over_source_clients``).
+fresh initialisation (``mean_over_source_clients``). Raw ids are matched as tokens: an integer
+id by its decimal text, a string id as it is, so integer 7 matches token ``7`` but not ``007``.
 
 Shapes: N target clients, I target items, N_s / I_s source clients / items, d dims, P MLP size.
 """
@@ -13,9 +14,10 @@ Shapes: N target clients, I target items, N_s / I_s source clients / items, d di
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+import pandas as pd
 import torch
 
-from fedca.data.fed_data import FedData
+from fedca.data.fed_data import FedData, RawIds
 from fedca.errors import FedcaError
 from fedca.federation.population import Population
 
@@ -29,8 +31,8 @@ class SourceState:
     user: torch.Tensor
     items: torch.Tensor
     mlp: torch.Tensor
-    raw_user_ids: torch.Tensor
-    raw_item_ids: torch.Tensor
+    raw_user_ids: RawIds
+    raw_item_ids: RawIds
 
 
 @dataclass
@@ -42,13 +44,17 @@ class WarmStart:
     server_mlp: torch.Tensor
 
 
+def _tokens(ids: RawIds) -> list:
+    """[K] raw ids as text tokens: integers in decimal, strings as they are."""
+    return [str(value) for value in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+
+
 def _matching_items(source: SourceState, data: FedData) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(target rows [k], source rows [k]) of the items both datasets hold, by raw item id."""
-    order = torch.argsort(source.raw_item_ids)
-    sorted_ids = source.raw_item_ids[order]
-    where = torch.searchsorted(sorted_ids, data.raw_item_ids).clamp(max=sorted_ids.numel() - 1)
-    found = sorted_ids[where] == data.raw_item_ids
-    return torch.nonzero(found).squeeze(1), order[where[found]]
+    """(target rows [k], source rows [k]) of the items both datasets hold, by raw item token."""
+    where = torch.as_tensor(pd.Index(_tokens(source.raw_item_ids)).get_indexer(_tokens(data.raw_item_ids)),
+                            dtype=torch.int64)
+    found = where >= 0
+    return torch.nonzero(found).squeeze(1), where[found]
 
 
 def apply_warm_start(population: Population, data: FedData, source: SourceState, transfer: str,
@@ -63,7 +69,8 @@ def apply_warm_start(population: Population, data: FedData, source: SourceState,
     if transfer in ("mlp", "all") and source.mlp.shape[1] != population.mlp.shape[1]:
         raise FedcaError(f"init.from_run={from_run}: its MLP has {source.mlp.shape[1]} parameters, this backbone "
                          f"{population.mlp.shape[1]}; use the same model or init.transfer=items")
-    same = (torch.equal(source.raw_user_ids, data.raw_user_ids) and torch.equal(source.raw_item_ids, data.raw_item_ids))
+    same = (_tokens(source.raw_user_ids) == _tokens(data.raw_user_ids)
+            and _tokens(source.raw_item_ids) == _tokens(data.raw_item_ids))
     target_rows, source_rows = _matching_items(source, data)
     if same:
         if transfer in ("items", "all"):
