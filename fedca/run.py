@@ -277,6 +277,7 @@ def _run(cfg: RunConfig, out_dir: Path) -> dict:
                **select_rounds(_trained_rows(folder.rows), cfg.protocol.select_by, f"hr@{k}"),
                "wall_seconds": time.time() - started, "device": str(device), "kernel": kernel,
                "num_users": data.num_users, "num_items": data.num_items,
+               "synthetic": bool(data.meta.get("synthetic", False)),
                "protocol": protocol_record(cfg, data.meta, aggregator.reveals, warm.record if warm else None),
                "round_zero": _round_zero_metrics(folder.rows),
                "fedca_version": fedca.__version__, "git_commit": git_commit()}

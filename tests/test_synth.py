@@ -88,6 +88,26 @@ def test_fedca_data_synth_writes_a_file_that_fedca_stats_counts(tmp_path):
     assert f"users        {frame['user'].nunique()}" in stats.stdout
     assert f"interactions {len(frame)}" in stats.stdout
     assert json.loads((tmp_path / "synth" / "interactions.csv.provenance.json").read_text())["seed"] == 2
+    run = _fedca("run", "dataset=csv", f"dataset.file={path}", "dataset.header=true", "dataset.user_col=user",
+                 "dataset.item_col=item", "dataset.timestamp_col=timestamp", "protocol.min_interactions=5",
+                 "rounds=1", "local_epochs=1", "progress=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["synthetic"] is True
+
+
+def test_only_a_file_with_a_provenance_note_is_marked_synthetic(tmp_path, fedca_cache):
+    from fedca.config.compose import compose_run_config
+    from fedca.data.fed_data import load_fed_data
+
+    path = write_stand_in(Shape(users=40, items=300, interactions=600), 0, tmp_path / "synth", "custom")
+    plain = tmp_path / "plain" / "interactions.csv"
+    plain.parent.mkdir()
+    plain.write_bytes(path.read_bytes())
+    for file, expected in ((path, True), (plain, False)):
+        cfg = compose_run_config(["dataset=csv", f"dataset.file={file}", "dataset.header=true",
+                                  "dataset.user_col=user", "dataset.item_col=item",
+                                  "dataset.timestamp_col=timestamp", "protocol.min_interactions=5"])
+        assert load_fed_data(cfg.dataset, cfg.protocol, seed=0, use_cache=False).meta["synthetic"] is expected
 
 
 def test_fedca_data_synth_without_a_shape_or_counts_stops_with_one_line(tmp_path):

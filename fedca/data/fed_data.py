@@ -26,6 +26,7 @@ from fedca.data.negatives import pair_keys, sample_eval_negatives
 from fedca.data.readers import read_ratings
 from fedca.data.sources import cache_dir, ensure_file
 from fedca.data.split import clean, leave_one_out
+from fedca.data.synth import read_provenance
 from fedca.errors import FedcaError
 from fedca.seeding import generator
 
@@ -189,7 +190,8 @@ def load_fed_data(spec: DatasetConfig, protocol: ProtocolConfig, seed: int, *, u
     file_sha256 = sha256_of(path)
     meta = {"dataset": spec.name, "file": path.name, "file_sha256": file_sha256,
             "official_checksum_match": None if not spec.sha256 else spec.sha256 == file_sha256,
-            "protocol": asdict(protocol), "seed": seed}
+            "protocol": asdict(protocol), "seed": seed,
+            "synthetic": bool((read_provenance(path) or {}).get("synthetic", False))}
     key = _cache_key(file_sha256, spec, protocol, seed)
     cache_path = cache_dir() / "processed" / f"{spec.name}-{key[:20]}.pt"
     if use_cache and cache_path.is_file():
