@@ -82,14 +82,28 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Examples: fedca run dataset=ml100k agg=composite | fedca run -m agg=fedavg,composite seed=0,1,2 | "
                "fedca data stats filmtrust | fedca report outputs/multirun/DATE/TIME --plot. `fedca run --help` lists every config group and key.")
     parser.add_argument("--version", action="version", version=f"fedca {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="{run,data,report,reproduce}")
+    subparsers = parser.add_subparsers(dest="command", metavar="{run,data,report,reproduce,upgrade-checkpoint}")
     subparsers.add_parser("run", help="simulate federated rounds for a composed config (Hydra overrides)",
                           add_help=False)
     data_commands.add_parser(subparsers)
     report_command.add_parser(subparsers)
     subparsers.add_parser("reproduce", help="run the reduced benchmark preset and check it against recorded values",
                           add_help=False)
+    upgrade = subparsers.add_parser(
+        "upgrade-checkpoint", help="rewrite a checkpoint of an older fedca as plain data (weights-only loadable)",
+        description="Older fedca versions pickled one Python class (the cold-start block) into checkpoint.pt and "
+                    "selected.pt, which fedca now refuses to load. This rewrites such a file in place as plain "
+                    "fields; it reads the file with only that class allowed, so no code in it runs.")
+    upgrade.add_argument("paths", nargs="+", type=Path, help="checkpoint files (checkpoint.pt, selected.pt)")
     return parser
+
+
+def _upgrade_checkpoints(paths: list) -> int:
+    from fedca.results.checkpoint import upgrade_checkpoint
+
+    for path in paths:
+        print(f"{path}: {'upgraded' if upgrade_checkpoint(path) else 'already plain data, left as it is'}")
+    return 0
 
 
 def main(argv: list | None = None) -> int:
@@ -111,6 +125,8 @@ def main(argv: list | None = None) -> int:
 
         if args.command == "report":
             return report_command.command(args)
+        if args.command == "upgrade-checkpoint":
+            return _upgrade_checkpoints(args.paths)
         return data_commands.command(args)
     except FedcaError as exc:
         print(f"error: {exc}", file=sys.stderr)
