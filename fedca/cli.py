@@ -28,6 +28,23 @@ def job_threads(requested: int, launcher) -> int:
     return max(1, cores // parallel)
 
 
+def _check_study(argv: list, overrides: list) -> bool:
+    """Whether ``argv`` asks for an Optuna study (``hydra/sweeper=optuna``); FedcaError when the
+    study cannot run: no ``-m``, the optuna extra missing, or ``+tune=NAME`` without the sweeper."""
+    import importlib.util
+
+    study = "hydra/sweeper=optuna" in overrides
+    if not study:
+        if any(o.lstrip("+").startswith("tune=") for o in overrides):
+            raise FedcaError("+tune=NAME is a search space for an Optuna study: add -m hydra/sweeper=optuna")
+        return False
+    if not {"-m", "--multirun"}.intersection(argv):
+        raise FedcaError("hydra/sweeper=optuna runs a study of several trials: add -m")
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        raise FedcaError("hydra/sweeper=optuna needs the optuna extra: pip install \"fedca[optuna]\"")
+    return True
+
+
 def _hydra_run(argv: list) -> int:
     import hydra
     import torch
@@ -43,6 +60,10 @@ def _hydra_run(argv: list) -> int:
 
     overrides = [a for a in argv if not a.startswith("-")]
     check_group_choices(overrides)
+    if _check_study(argv, overrides):
+        from fedca.optuna_sweeper import register as register_optuna_sweeper
+
+        register_optuna_sweeper()
     if not HYDRA_FLAGS.intersection(argv):
         compose_run_config(overrides)
     register_configs()
@@ -56,7 +77,8 @@ def _hydra_run(argv: list) -> int:
             run_cfg = to_run_config(cfg)
             keep_freed_blocks()
             torch.set_num_threads(job_threads(run_cfg.threads, hydra_cfg.launcher if multirun else None))
-            return run(run_cfg, out_dir)["selected"]["test"]
+            summary = run(run_cfg, out_dir)
+            return summary["selected"]["val"][summary["select_metric"]]  # what hydra/sweeper=optuna maximises
         except RunInterrupted as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(130)

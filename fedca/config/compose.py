@@ -17,7 +17,7 @@ from fedca.config.validate import validate
 from fedca.errors import FedcaError
 
 GROUPS = ("dataset", "model", "agg", "schedule", "protocol")
-PRESET_GROUPS = ("method", "experiment")  # added with +GROUP=NAME; they set keys of the groups above
+PRESET_GROUPS = ("method", "experiment", "tune")  # added with +GROUP=NAME; they set keys of the groups above
 
 
 def available(group: str) -> List[str]:
