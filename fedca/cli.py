@@ -77,7 +77,13 @@ def _hydra_run(argv: list) -> int:
             run_cfg = to_run_config(cfg)
             keep_freed_blocks()
             torch.set_num_threads(job_threads(run_cfg.threads, hydra_cfg.launcher if multirun else None))
-            summary = run(run_cfg, out_dir)
+            tracker = None
+            if run_cfg.tracking.name == "mlflow":
+                from fedca.results.tracking import job_tracker
+
+                name = f"{hydra_cfg.job.num} {hydra_cfg.job.override_dirname}" if multirun else out_dir.name
+                tracker = job_tracker(run_cfg.tracking, out_dir, Path(hydra_cfg.sweep.dir) if multirun else None, name)
+            summary = run(run_cfg, out_dir, tracker)
             return summary["selected"]["val"][summary["select_metric"]]  # what hydra/sweeper=optuna maximises
         except RunInterrupted as exc:
             print(f"error: {exc}", file=sys.stderr)

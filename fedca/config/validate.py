@@ -27,6 +27,7 @@ SCHEDULES = ("constant", "linear", "cosine", "step", "adaptive")
 SCHEDULED_KEYS = ("w_sim", "w_comp", "interpolation")
 TIME_RULES = ("column", "item_first_appearance", "file_order")
 DUPLICATE_POLICIES = ("keep_all", "keep_first", "keep_last")
+TRACKERS = ("none", "mlflow")
 
 
 def _require(ok: bool, key: str, value, rule: str) -> None:
@@ -234,6 +235,14 @@ def _validate_init(cfg: RunConfig) -> None:
         raise FedcaError(f"init.from_run={cfg.init.from_run!r} is not a run folder")
 
 
+def _validate_tracking(cfg: RunConfig) -> None:
+    import importlib.util
+
+    _choice("tracking.name", cfg.tracking.name, TRACKERS)
+    if cfg.tracking.name == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        raise FedcaError('tracking=mlflow needs the mlflow extra: pip install "fedca[mlflow]"')
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every field's range; return the same object with alpha/beta resolved."""
     _sane_numbers(cfg)
@@ -246,5 +255,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     _validate_eval(cfg)
     _validate_privacy(cfg)
     _validate_init(cfg)
+    _validate_tracking(cfg)
     return cfg
 

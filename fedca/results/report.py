@@ -33,7 +33,7 @@ METRIC_BLOCKS = (("val", "selected", "val"), ("test", "selected", "test"),
                  ("unseen_test", "final", "unseen_test"))
 METRIC_PATTERN = re.compile(r"^(val|test|best_test|final_test|unseen_test)_(\w+)@(\d+)$")
 RUN_MARKERS = ("config.yaml", "status.json", ".hydra")
-EXECUTION_ONLY_KEYS = ("progress", "threads", "resume", "skip_done", "checkpoint_every", "device")
+EXECUTION_ONLY_KEYS = ("progress", "threads", "resume", "skip_done", "checkpoint_every", "device", "tracking")
 INCOMPLETE_COLUMNS = ["run_dir", "status", "error"]
 
 
@@ -170,7 +170,7 @@ def _parse_overrides(value: object) -> dict[str, str]:
     for item in value if isinstance(value, list) else []:
         key, _, raw = str(item).partition("=")
         key = key.lstrip("+~")
-        if key and not key.startswith("hydra.") and "/" not in key and key not in EXECUTION_ONLY_KEYS:
+        if key and not key.startswith("hydra.") and "/" not in key and key.split(".")[0] not in EXECUTION_ONLY_KEYS:
             overrides[key] = raw if "=" in str(item) else None
     return overrides
 
