@@ -84,7 +84,7 @@ def _hydra_run(argv: list) -> int:
                 name = f"{hydra_cfg.job.num} {hydra_cfg.job.override_dirname}" if multirun else out_dir.name
                 tracker = job_tracker(run_cfg.tracking, out_dir, Path(hydra_cfg.sweep.dir) if multirun else None, name)
             summary = run(run_cfg, out_dir, tracker)
-            return summary["selected"]["val"][summary["select_metric"]]  # what hydra/sweeper=optuna maximises
+            return summary["selected"].get("val", {}).get(summary["select_metric"])  # hydra/sweeper=optuna's objective
         except RunInterrupted as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(130)

@@ -16,7 +16,9 @@ The store is ``tracking.uri``, any MLflow tracking URI; by default the SQLite fi
 artifacts in ``mlartifacts/`` beside it (beside any SQLite store's file). Nothing here imports mlflow unless tracking is on.
 """
 
+import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -159,6 +161,9 @@ class SweepParentRun(Callback):
         tracking = OmegaConf.select(config, "tracking")
         if tracking is None or tracking.name != "mlflow":
             return
+        if importlib.util.find_spec("mlflow") is None:
+            print('error: tracking=mlflow needs the mlflow extra: pip install "fedca[mlflow]"', file=sys.stderr)
+            sys.exit(2)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         client, experiment_id = _client_and_experiment(tracking.uri, sweep_dir, tracking.experiment)
