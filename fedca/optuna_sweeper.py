@@ -1,9 +1,10 @@
 """``hydra/sweeper=optuna``: hydra-optuna-sweeper's sweeper, made to resume a killed study.
 
-``register()`` (called by ``fedca run``) makes the plugin's ``OptunaSweeper`` build this module's
-``ResumableOptunaSweeperImpl`` (Hydra instantiates sweepers only from the ``hydra_plugins``
-package, so the plugin's class stays the target and its implementation class is swapped) and
-replaces the plugin's ``hydra/sweeper/optuna`` config with fedca's defaults: ``direction: maximize``, the study ``fedca`` stored in
+``register()`` (called by ``fedca run``) makes the plugin's ``OptunaSweeper`` build this
+module's ``ResumableOptunaSweeperImpl`` (Hydra instantiates sweepers only from the
+``hydra_plugins`` package, so the plugin's class stays the target and its implementation
+class is swapped) and replaces the plugin's ``hydra/sweeper/optuna`` config with fedca's
+defaults: ``direction: maximize``, the study ``fedca`` stored in
 ``sqlite:///${hydra.sweep.dir}/optuna.db`` (so rerunning the same command with the same
 ``hydra.sweep.dir`` continues it), ``n_jobs: 1`` trial at a time and ``max_failure_rate: 1.0``
 (a failed trial, e.g. a NaN loss at a high learning rate, is recorded and the study goes on).
