@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedca.results.tracking import flat_params, round_metrics
+from fedca.results.tracking import MlflowTracker, flat_params, round_metrics
 
 FEDCA = Path(sys.executable).with_name("fedca")
 JOBS = ["agg=fedavg", "rounds=2", "local_epochs=1", "progress=false", "threads=1"]
@@ -72,6 +72,11 @@ def test_a_multirun_logs_a_parent_and_one_child_per_job_with_per_round_metrics(r
         assert {"config.yaml", "rounds.csv", "summary.json", "status.json", ".hydra"} <= artifacts
         assert "checkpoint.pt" not in artifacts
     assert sorted(children["params.seed"]) == ["0", "1"]
+    again = subprocess.run([str(FEDCA), "run", "-m", *JOBS, "seed=0,1", "tracking=mlflow", "resume=true",
+                            f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    rerun = _runs(uri)
+    assert sorted(rerun["run_id"]) == sorted(runs["run_id"]) and set(rerun["status"]) == {"FINISHED"}  # parent reused
 
 
 @pytest.mark.slow
@@ -92,6 +97,9 @@ def test_a_single_run_goes_to_the_given_tracking_uri(real_data_env, tmp_path):
     artifacts = MlflowClient(uri).get_run(runs["run_id"].iloc[0]).info.artifact_uri
     assert artifacts.startswith((tmp_path / "store" / "mlartifacts").as_uri())  # beside the store, not in the cwd
     assert {item.path for item in MlflowClient(uri).list_artifacts(runs["run_id"].iloc[0])} >= {"rounds.csv"}
+    resumed = MlflowTracker(uri, folder, "fedca", "resumed")
+    resumed.start(folder, {})  # what a resumed run does: continue the MLflow run its folder names
+    assert resumed.run_id == runs["run_id"].iloc[0] and len(_runs(uri)) == 1
 
 
 @pytest.mark.slow
