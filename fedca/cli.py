@@ -28,6 +28,23 @@ def job_threads(requested: int, launcher) -> int:
     return max(1, cores // parallel)
 
 
+def _check_study(argv: list, overrides: list) -> bool:
+    """Whether ``argv`` asks for an Optuna study (``hydra/sweeper=optuna``); FedcaError when the
+    study cannot run: no ``-m``, the optuna extra missing, or ``+tune=NAME`` without the sweeper."""
+    import importlib.util
+
+    study = "hydra/sweeper=optuna" in overrides
+    if not study:
+        if any(o.lstrip("+").startswith("tune=") for o in overrides):
+            raise FedcaError("+tune=NAME is a search space for an Optuna study: add -m hydra/sweeper=optuna")
+        return False
+    if not {"-m", "--multirun"}.intersection(argv):
+        raise FedcaError("hydra/sweeper=optuna runs a study of several trials: add -m")
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        raise FedcaError("hydra/sweeper=optuna needs the optuna extra: pip install \"fedca[optuna]\"")
+    return True
+
+
 def _hydra_run(argv: list) -> int:
     import hydra
     import torch
@@ -43,6 +60,10 @@ def _hydra_run(argv: list) -> int:
 
     overrides = [a for a in argv if not a.startswith("-")]
     check_group_choices(overrides)
+    if _check_study(argv, overrides):
+        from fedca.optuna_sweeper import register as register_optuna_sweeper
+
+        register_optuna_sweeper()
     if not HYDRA_FLAGS.intersection(argv):
         compose_run_config(overrides)
     register_configs()
@@ -56,7 +77,14 @@ def _hydra_run(argv: list) -> int:
             run_cfg = to_run_config(cfg)
             keep_freed_blocks()
             torch.set_num_threads(job_threads(run_cfg.threads, hydra_cfg.launcher if multirun else None))
-            return run(run_cfg, out_dir)["selected"]["test"]
+            tracker = None
+            if run_cfg.tracking.name == "mlflow":
+                from fedca.results.tracking import job_tracker
+
+                name = f"{hydra_cfg.job.num} {hydra_cfg.job.override_dirname}" if multirun else out_dir.name
+                tracker = job_tracker(run_cfg.tracking, out_dir, Path(hydra_cfg.sweep.dir) if multirun else None, name)
+            summary = run(run_cfg, out_dir, tracker)
+            return summary["selected"].get("val", {}).get(summary["select_metric"])  # hydra/sweeper=optuna's objective
         except RunInterrupted as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(130)
@@ -82,14 +110,28 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Examples: fedca run dataset=ml100k agg=composite | fedca run -m agg=fedavg,composite seed=0,1,2 | "
                "fedca data stats filmtrust | fedca report outputs/multirun/DATE/TIME --plot. `fedca run --help` lists every config group and key.")
     parser.add_argument("--version", action="version", version=f"fedca {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="{run,data,report,reproduce}")
+    subparsers = parser.add_subparsers(dest="command", metavar="{run,data,report,reproduce,upgrade-checkpoint}")
     subparsers.add_parser("run", help="simulate federated rounds for a composed config (Hydra overrides)",
                           add_help=False)
     data_commands.add_parser(subparsers)
     report_command.add_parser(subparsers)
     subparsers.add_parser("reproduce", help="run the reduced benchmark preset and check it against recorded values",
                           add_help=False)
+    upgrade = subparsers.add_parser(
+        "upgrade-checkpoint", help="rewrite a checkpoint of an older fedca as plain data (weights-only loadable)",
+        description="Older fedca versions pickled one Python class (the cold-start block) into checkpoint.pt and "
+                    "selected.pt, which fedca now refuses to load. This rewrites such a file in place as plain "
+                    "fields; it reads the file with only that class allowed, so no code in it runs.")
+    upgrade.add_argument("paths", nargs="+", type=Path, help="checkpoint files (checkpoint.pt, selected.pt)")
     return parser
+
+
+def _upgrade_checkpoints(paths: list) -> int:
+    from fedca.results.checkpoint import upgrade_checkpoint
+
+    for path in paths:
+        print(f"{path}: {'upgraded' if upgrade_checkpoint(path) else 'already plain data, left as it is'}")
+    return 0
 
 
 def main(argv: list | None = None) -> int:
@@ -111,6 +153,8 @@ def main(argv: list | None = None) -> int:
 
         if args.command == "report":
             return report_command.command(args)
+        if args.command == "upgrade-checkpoint":
+            return _upgrade_checkpoints(args.paths)
         return data_commands.command(args)
     except FedcaError as exc:
         print(f"error: {exc}", file=sys.stderr)

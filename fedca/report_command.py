@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from fedca.results.report import write_report
+from fedca.results.report import best_trial, write_report
 
 
 def add_parser(subparsers) -> None:
@@ -26,5 +26,9 @@ def command(args: argparse.Namespace) -> int:
     print(result["table"])
     for row in result["incomplete"].itertuples():
         print(f"incomplete: {row.run_dir} ({row.status}{': ' + str(row.error) if isinstance(row.error, str) else ''})")
+    best = best_trial(args.paths, result["complete"])
+    if best is not None:
+        print(f"best trial (of {best['trials']} complete, by {best['objective']}): {best['run_dir']} "
+              f"{best['objective']}={best['value']:.4f}: {' '.join(best['overrides'])}")
     print(f"wrote {', '.join(str(path) for path in result['files'])}")
     return 0

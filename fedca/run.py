@@ -37,7 +37,8 @@ from fedca.results.run_folder import RunFolder, select_rounds
 from fedca.schedules.registry import build_schedule
 from fedca.seeding import generator
 
-RESUMABLE_DIFFERENCES = ("progress", "threads", "kernel", "resume", "skip_done", "checkpoint_every", "save_selected")
+RESUMABLE_DIFFERENCES = ("progress", "threads", "kernel", "resume", "skip_done", "checkpoint_every", "save_selected",
+                         "tracking")
 
 
 class RunInterrupted(Exception):
@@ -188,15 +189,16 @@ def _selected_round(rows: list, cfg: RunConfig) -> int:
     return select_rounds(_trained_rows(rows), cfg.protocol.select_by, f"hr@{cfg.eval.select_k}")["selected"]["round"]
 
 
-def run(cfg: RunConfig, out_dir: Path) -> dict:
+def run(cfg: RunConfig, out_dir: Path, tracker=None) -> dict:
     """Run the experiment ``cfg`` and write its folder ``out_dir``; return the summary.
 
-    Running out of memory or disk space ends the run with a one-line FedcaError naming the
-    cause and what to change."""
+    ``tracker`` (e.g. fedca.results.tracking.MlflowTracker) is told the config, every round
+    record and the end. Running out of memory or disk space ends the run with a one-line
+    FedcaError naming the cause and what to change."""
     cfg = validate(cfg)
     out_dir = Path(out_dir)
     try:
-        return _run(cfg, out_dir)
+        return _tracked(cfg, out_dir, tracker)
     except (MemoryError, torch.OutOfMemoryError) as exc:
         raise FedcaError(f"out of memory ({type(exc).__name__}): lower clients_sample_ratio, batch_size or "
                          f"model.latent_dim, or use another device") from None
@@ -207,7 +209,20 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
                          f"elsewhere, then resume=true (the last checkpoint is intact)") from None
 
 
-def _run(cfg: RunConfig, out_dir: Path) -> dict:
+def _tracked(cfg: RunConfig, out_dir: Path, tracker) -> dict:
+    """``_run``, closing the tracker's run as FINISHED, KILLED (interrupted) or FAILED."""
+    if tracker is None:
+        return _run(cfg, out_dir, None)
+    try:
+        summary = _run(cfg, out_dir, tracker)
+    except BaseException as exc:
+        tracker.end(out_dir, "KILLED" if isinstance(exc, (RunInterrupted, KeyboardInterrupt)) else "FAILED")
+        raise
+    tracker.end(out_dir, "FINISHED")
+    return summary
+
+
+def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
     checkpoint = load_checkpoint(out_dir) if cfg.resume else None
     if checkpoint is not None and not _saved_config_agrees(checkpoint["config"], _comparable(cfg),
                                                            OmegaConf.to_container(OmegaConf.structured(RunConfig))):
@@ -238,8 +253,13 @@ def _run(cfg: RunConfig, out_dir: Path) -> dict:
         simulation.load_state_dict(checkpoint["simulation"])
         folder.rows = [row for row in checkpoint["rows"] if row["round"] <= simulation.next_round]
     folder.write_status("running")
+    if tracker is not None:
+        tracker.start(out_dir, OmegaConf.to_container(OmegaConf.structured(cfg)))
     if warm and not checkpoint:
-        folder.add_round(_round_zero(simulation))
+        zero = _round_zero(simulation)
+        folder.add_round(zero)
+        if tracker is not None:
+            tracker.log_round(zero)
 
     def save(name: str = CHECKPOINT) -> None:
         save_checkpoint(out_dir, {"config": _comparable(cfg), "run_id": run_id, "rows": folder.rows,
@@ -254,6 +274,8 @@ def _run(cfg: RunConfig, out_dir: Path) -> dict:
             while not simulation.finished:
                 record = simulation.run_round()
                 folder.add_round(record)
+                if tracker is not None:
+                    tracker.log_round(record)
                 bar.update(1)
                 if "val" in record:
                     bar.set_postfix({f"val_hr@{k}": f"{record['val'][f'hr@{k}']:.4f}",

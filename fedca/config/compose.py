@@ -16,8 +16,8 @@ from fedca.config.schema import RunConfig, register_configs
 from fedca.config.validate import validate
 from fedca.errors import FedcaError
 
-GROUPS = ("dataset", "model", "agg", "schedule", "protocol")
-PRESET_GROUPS = ("method", "experiment")  # added with +GROUP=NAME; they set keys of the groups above
+GROUPS = ("dataset", "model", "agg", "schedule", "protocol", "tracking")
+PRESET_GROUPS = ("method", "experiment", "tune")  # added with +GROUP=NAME; they set keys of the groups above
 
 
 def available(group: str) -> List[str]:

@@ -230,6 +230,17 @@ class InitConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment tracking (fedca/results/tracking.py): ``name`` none | mlflow (the mlflow extra);
+    ``uri`` any MLflow tracking URI (None: the SQLite file mlflow.db in the sweep or run folder);
+    ``experiment`` the MLflow experiment the runs go to."""
+
+    name: str = "none"
+    uri: Optional[str] = None
+    experiment: str = "fedca"
+
+
+@dataclass
 class RunConfig:
     """The whole run. Top-level names are the ones users type on the command line."""
 
@@ -241,6 +252,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     rounds: int = 100
     local_epochs: int = 10
     batch_size: int = 256

@@ -27,6 +27,7 @@ SCHEDULES = ("constant", "linear", "cosine", "step", "adaptive")
 SCHEDULED_KEYS = ("w_sim", "w_comp", "interpolation")
 TIME_RULES = ("column", "date_columns", "item_first_appearance", "file_order")
 DUPLICATE_POLICIES = ("keep_all", "keep_first", "keep_last")
+TRACKERS = ("none", "mlflow")
 
 
 def _require(ok: bool, key: str, value, rule: str) -> None:
@@ -241,6 +242,14 @@ def _validate_init(cfg: RunConfig) -> None:
         raise FedcaError(f"init.from_run={cfg.init.from_run!r} is not a run folder")
 
 
+def _validate_tracking(cfg: RunConfig) -> None:
+    import importlib.util
+
+    _choice("tracking.name", cfg.tracking.name, TRACKERS)
+    if cfg.tracking.name == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        raise FedcaError('tracking=mlflow needs the mlflow extra: pip install "fedca[mlflow]"')
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every field's range; return the same object with alpha/beta resolved and a dataset's own
     ``min_interactions`` (when set) copied into ``protocol.min_interactions``."""
@@ -254,5 +263,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     _validate_eval(cfg)
     _validate_privacy(cfg)
     _validate_init(cfg)
+    _validate_tracking(cfg)
     return cfg
 

@@ -1,7 +1,7 @@
 """The round loop: sample ► local_train ► upload ► aggregate ► merge ► evaluate ► record."""
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
@@ -167,9 +167,12 @@ class Simulation:
             on_round(self.run_round())
 
     def state_dict(self) -> dict:
+        """Plain data only (tensors, numbers, strings, lists, dicts), so a checkpoint loads with
+        ``torch.load(weights_only=True)``: the cold-start ``Downloads`` is stored as its fields."""
+        cold_start = {item.name: getattr(self.cold_start, item.name) for item in fields(Downloads)}
         return {"next_round": self.next_round, "user": self.population.user, "items": self.population.items,
                 "mlp": self.population.mlp, "server_state": self.server_state,
-                "schedule": self.schedule.state_dict(), "cold_start": self.cold_start,
+                "schedule": self.schedule.state_dict(), "cold_start": cold_start,
                 "generators": {name: gen.get_state() for name, gen in self.gens.items()}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -180,7 +183,8 @@ class Simulation:
             getattr(self.population, name).copy_(state[name])
         self.server_state = state["server_state"]
         self.schedule.load_state_dict(state["schedule"])
-        self.cold_start = state.get("cold_start", self.cold_start)
+        if "cold_start" in state:
+            self.cold_start = Downloads(**state["cold_start"])
         for name, gen in self.gens.items():
             if name in state["generators"]:
                 gen.set_state(state["generators"][name])

@@ -33,7 +33,7 @@ METRIC_BLOCKS = (("val", "selected", "val"), ("test", "selected", "test"),
                  ("unseen_test", "final", "unseen_test"))
 METRIC_PATTERN = re.compile(r"^(val|test|best_test|final_test|unseen_test)_(\w+)@(\d+)$")
 RUN_MARKERS = ("config.yaml", "status.json", ".hydra")
-EXECUTION_ONLY_KEYS = ("progress", "threads", "resume", "skip_done", "checkpoint_every", "device")
+EXECUTION_ONLY_KEYS = ("progress", "threads", "resume", "skip_done", "checkpoint_every", "device", "tracking")
 INCOMPLETE_COLUMNS = ["run_dir", "status", "error"]
 
 
@@ -170,7 +170,7 @@ def _parse_overrides(value: object) -> dict[str, str]:
     for item in value if isinstance(value, list) else []:
         key, _, raw = str(item).partition("=")
         key = key.lstrip("+~")
-        if key and not key.startswith("hydra.") and "/" not in key and key not in EXECUTION_ONLY_KEYS:
+        if key and not key.startswith("hydra.") and "/" not in key and key.split(".")[0] not in EXECUTION_ONLY_KEYS:
             overrides[key] = raw if "=" in str(item) else None
     return overrides
 
@@ -333,7 +333,7 @@ def write_report(paths: Iterable[Path], out_dir: Path, mix_protocols: bool = Fal
     """Write results.csv (per run), results_grouped.csv, results.md and results.tex into
     ``out_dir``, plus convergence_hr.png / convergence_ndcg.png with ``plot`` and
     sensitivity_<param>.png with ``sensitivity_param``. Returns {"table": markdown table,
-    "incomplete": incomplete runs, "files": written paths}."""
+    "complete": the per-run table, "incomplete": incomplete runs, "files": written paths}."""
     paths = list(map(Path, paths))
     out_dir = Path(out_dir)
     complete, incomplete = collect(paths)
@@ -353,7 +353,31 @@ def write_report(paths: Iterable[Path], out_dir: Path, mix_protocols: bool = Fal
         files.append(out_dir / name)
     if plot or sensitivity_param:
         files += _write_plots(complete, grouped, out_dir, plot, sensitivity_param)
-    return {"table": table, "incomplete": incomplete, "files": files}
+    return {"table": table, "complete": complete, "incomplete": incomplete, "files": files}
+
+
+def best_trial(paths: Iterable[Path], complete: pd.DataFrame) -> dict | None:
+    """The best complete run of an Optuna study among ``paths`` (a folder holding ``optuna.db``,
+    see fedca/optuna_sweeper.py), by the study's objective: the selected round's val metric
+    (``val_`` + the summary's ``select_metric``), the higher the better, the earlier trial among
+    equals. Returns {"run_dir", "objective", "value", "overrides" (the trial's command-line
+    overrides, which rerun it), "trials"} or None when no path is a study folder or no trial
+    completed."""
+    studies = [Path(path).resolve() for path in paths if (Path(path) / "optuna.db").is_file()]
+    candidates = []
+    for _, row in complete.iterrows():
+        run_dir = Path(row["run_dir"]).resolve()
+        if not any(study == run_dir or study in run_dir.parents for study in studies):
+            continue
+        objective = f"val_{(_read_json(run_dir / 'summary.json') or {}).get('select_metric', 'hr@10')}"
+        if objective in row and not pd.isna(row[objective]):
+            candidates.append({"run_dir": row["run_dir"], "objective": objective, "value": float(row[objective])})
+    if not candidates:
+        return None
+    best = max(range(len(candidates)), key=lambda index: (candidates[index]["value"], -index))
+    overrides = _read_yaml(Path(candidates[best]["run_dir"]) / ".hydra" / "overrides.yaml")
+    return {**candidates[best], "trials": len(candidates),
+            "overrides": [str(item) for item in overrides or [] if not str(item).lstrip("+~").startswith("hydra")]}
 
 
 def _csv(frame: pd.DataFrame) -> str:
