@@ -280,8 +280,11 @@ def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
                 if "val" in record:
                     bar.set_postfix({f"val_hr@{k}": f"{record['val'][f'hr@{k}']:.4f}",
                                      f"val_ndcg@{k}": f"{record['val'][f'ndcg@{k}']:.4f}"})
-                if cfg.save_selected and "val" in record and _selected_round(folder.rows, cfg) == record["round"]:
-                    save(SELECTED)
+                if "test" in record and _selected_round(folder.rows, cfg) == record["round"]:
+                    folder.write_user_metrics(record["round"], simulation.test_users.clients,
+                                              simulation.test_users.values)
+                    if cfg.save_selected:
+                        save(SELECTED)
                 every = cfg.checkpoint_every
                 if simulation.finished or stop.requested or (every and simulation.next_round % every == 0):
                     save()

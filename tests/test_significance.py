@@ -112,10 +112,18 @@ def test_per_user_values_are_averaged_over_seeds_then_paired_by_user():
                       ("c0", "ml", "fcf", "composite", 0, 0.0), ("c1", "ml", "fcf", "composite", 1, 0.0)])
     # composite beats FedAvg for every one of 6 users after averaging seeds (differences 1..6 / 2):
     # the exact Wilcoxon p-value of 6 positive untied differences is 2 / 2^6.
-    per_user = {"a0": np.zeros(6), "a1": np.zeros(6), "c0": np.arange(1, 7.0), "c1": np.zeros(6)}
+    import pandas as pd
+
+    per_user = {name: pd.Series(values) for name, values in
+                {"a0": np.zeros(6), "a1": np.zeros(6), "c0": np.arange(1, 7.0), "c1": np.zeros(6)}.items()}
     table = compare_to_baseline(complete, "agg", "fedavg", "test_hr@10", ["dataset", "model", "agg"],
                                 per_user=per_user.get)
-    assert table["p_users"].tolist() == pytest.approx([2 / 64])
+    assert table["p_users"].tolist() == pytest.approx([2 / 64]) and table["users"].tolist() == [6]
+    # users only one side evaluated are left out: FedAvg's runs lack user 5, so 5 pairs remain
+    fewer = dict(per_user, a0=per_user["a0"].iloc[:5], a1=per_user["a1"].iloc[:5])
+    table = compare_to_baseline(complete, "agg", "fedavg", "test_hr@10", ["dataset", "model", "agg"],
+                                per_user=fewer.get)
+    assert table["p_users"].tolist() == pytest.approx([2 / 32]) and table["users"].tolist() == [5]
     missing = compare_to_baseline(complete, "agg", "fedavg", "test_hr@10", ["dataset", "model", "agg"],
-                                  per_user={"a0": np.zeros(6)}.get)
+                                  per_user={"a0": per_user["a0"]}.get)
     assert math.isnan(missing["p_users"].iloc[0])

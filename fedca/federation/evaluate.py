@@ -68,10 +68,11 @@ def _full(population, backbone, data, split, ks, ties, chunks, experts):
     return parts
 
 
-def evaluate(population: Population, backbone: Backbone, data: FedData, split: str, ks: Sequence[int],
-             ties: str, mode: str = "sampled", experts: Sequence[Experts] = (),
-             clients: Optional[torch.Tensor] = None) -> Dict[str, float]:
-    """Mean HR@K / NDCG@K over ``clients`` [U] (default: all users) for ``split`` ('val' or 'test').
+def user_metrics(population: Population, backbone: Backbone, data: FedData, split: str, ks: Sequence[int],
+                 ties: str, mode: str = "sampled", experts: Sequence[Experts] = (),
+                 clients: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """Per-user HR@K / NDCG@K [U] (float64, CPU) of ``clients`` [U] (default: all users, in
+    order) for ``split`` ('val' or 'test').
 
     ``mode='sampled'`` ranks the held-out item against the user's eval negatives;
     ``mode='full'`` against every item the user never interacted with.
@@ -84,4 +85,12 @@ def evaluate(population: Population, backbone: Backbone, data: FedData, split: s
             parts = _sampled(population, backbone, data, split, ks, ties, chunks, experts)
         else:
             parts = _full(population, backbone, data, split, ks, ties, chunks, experts)
-    return {name: float(torch.cat([part[name] for part in parts]).mean()) for name in parts[0]}
+    return {name: torch.cat([part[name] for part in parts]).cpu().double() for name in parts[0]}
+
+
+def evaluate(population: Population, backbone: Backbone, data: FedData, split: str, ks: Sequence[int],
+             ties: str, mode: str = "sampled", experts: Sequence[Experts] = (),
+             clients: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """Mean over ``clients`` of ``user_metrics`` (same arguments)."""
+    values = user_metrics(population, backbone, data, split, ks, ties, mode, experts, clients)
+    return {name: float(per_user.mean()) for name, per_user in values.items()}

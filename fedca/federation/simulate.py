@@ -10,7 +10,7 @@ from fedca.aggregators.base import USER_VECTORS, Aggregator, Downloads, RoundCon
 from fedca.data.fed_data import FedData
 from fedca.errors import FedcaError
 from fedca.federation.batches import build_round
-from fedca.federation.evaluate import evaluate
+from fedca.federation.evaluate import evaluate, user_metrics
 from fedca.federation.local_train import LocalSettings, local_train
 from fedca.federation.merge import apply_downloads
 from fedca.federation.population import Population
@@ -35,6 +35,14 @@ class SimulationSettings:
     eval_mode: str
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     unseen: UnseenSettings = field(default_factory=UnseenSettings)
+
+
+@dataclass
+class UserMetrics:
+    """Per-user metrics of one evaluation: clients [U] and {metric name: values [U]} in that order."""
+
+    clients: torch.Tensor
+    values: Dict[str, torch.Tensor]
 
 
 def sample_participants(eligible: torch.Tensor, ratio: float, gen: torch.Generator) -> torch.Tensor:
@@ -72,6 +80,7 @@ class Simulation:
         eligible[held_out] = False
         self.training_clients = torch.nonzero(eligible).squeeze(1)  # [N - h]
         self.cold_start = Downloads(kind="none")
+        self.test_users: Optional[UserMetrics] = None  # per-user test metrics of the latest evaluation
 
     @property
     def finished(self) -> bool:
@@ -138,12 +147,17 @@ class Simulation:
 
     def evaluate(self, unseen: bool = False) -> Dict[str, Dict[str, float]]:
         """val and test metrics of the training clients (with the aggregator's experts), and
-        ``unseen_test`` of the held-out clients when ``unseen`` and there are any."""
+        ``unseen_test`` of the held-out clients when ``unseen`` and there are any. The per-user
+        test metrics behind the means are kept in ``test_users`` until the next evaluation."""
         settings = self.settings
         experts = self.aggregator.experts(self.server_state)
         clients = self.training_clients if self.unseen is not None else None
-        metrics = {split: evaluate(self.population, self.backbone, self.data, split, settings.ks, settings.ties,
-                                   settings.eval_mode, experts, clients) for split in ("val", "test")}
+        metrics = {"val": evaluate(self.population, self.backbone, self.data, "val", settings.ks, settings.ties,
+                                   settings.eval_mode, experts, clients)}
+        test = user_metrics(self.population, self.backbone, self.data, "test", settings.ks, settings.ties,
+                            settings.eval_mode, experts, clients)
+        metrics["test"] = {name: float(values.mean()) for name, values in test.items()}
+        self.test_users = UserMetrics(torch.arange(self.data.num_users) if clients is None else clients, test)
         if unseen and self.unseen is not None:
             metrics["unseen_test"] = self.unseen.evaluate(self.population, self.backbone, self.data,
                                                           self.cold_start, settings, self.gens["adapt"])

@@ -24,6 +24,8 @@ import yaml
 
 from fedca.errors import FedcaError
 from fedca.results.atomic import write_text
+from fedca.results.run_folder import USER_METRICS
+from fedca.results.significance import compare_to_baseline
 
 GROUP_CHOICES = ("dataset", "model", "agg", "protocol")
 PLAIN_COLUMNS = ("run_dir", "dataset", "model", "agg", "seed", "protocol")
@@ -269,14 +271,16 @@ def _selected_metrics(table: pd.DataFrame, metrics: Sequence[str] | None) -> lis
     return list(metrics)
 
 
-def _cells(table: pd.DataFrame, metrics: Sequence[str] | None, pm: str) -> tuple[list[str], list[list[str]], int]:
-    """Header, body rows and the number of left-aligned (group) columns of a grouped table."""
+def _cells(table: pd.DataFrame, metrics: Sequence[str] | None, pm: str,
+           note: tuple[str, Sequence[str]] | None = None) -> tuple[list[str], list[list[str]], int]:
+    """Header, body rows and the number of left-aligned (group) columns of a grouped table;
+    ``note`` (header, one cell per row) is appended as a last column."""
     chosen = _selected_metrics(table, metrics)
     groups = group_columns(table)
-    header = [*groups, "n_seeds", *chosen]
+    header = [*groups, "n_seeds", *chosen, *([note[0]] if note else [])]
     body = [[*(_label(row[g]) for g in groups), _label(row["n_seeds"]),
-             *(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], pm) for m in chosen)]
-            for _, row in table.iterrows()]
+             *(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], pm) for m in chosen), *([note[1][i]] if note else [])]
+            for i, (_, row) in enumerate(table.iterrows())]
     return header, body, len(groups)
 
 
@@ -292,22 +296,26 @@ def _mean_std(mean: float, std: float, pm: str) -> str:
     return f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f}{pm}{std:.4f}"
 
 
-def to_markdown(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> str:
+def to_markdown(table: pd.DataFrame, metrics: Sequence[str] | None = None,
+                note: tuple[str, Sequence[str]] | None = None) -> str:
     """A GitHub markdown table of a grouped table: group columns, n_seeds, then "mean ± std"
     (4 decimals; the mean alone for a single seed). ``metrics`` defaults to the selected round's
-    val and test metrics."""
-    header, body, left = _cells(table, metrics, " ± ")
+    val and test metrics; ``note`` (header, one cell per row) adds a last column."""
+    header, body, left = _cells(table, metrics, " ± ", note)
     align = ["---"] * left + ["---:"] * (len(header) - left)
     lines = [header, align, *body]
     return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines) + "\n"
 
 
-def to_latex(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> str:
-    """A LaTeX ``tabular`` (booktabs rules) of a grouped table, laid out as ``to_markdown``."""
-    header, body, left = _cells(table, metrics, " \\pm ")
+def to_latex(table: pd.DataFrame, metrics: Sequence[str] | None = None,
+             note: tuple[str, Sequence[str]] | None = None) -> str:
+    """A LaTeX ``tabular`` (booktabs rules) of a grouped table, laid out as ``to_markdown``; the
+    ``note`` cells are LaTeX already."""
+    header, body, left = _cells(table, metrics, " \\pm ", note)
     spec = "l" * left + "r" * (len(header) - left)
-    math_cells = [[_latex_escape(c) if i < left + 1 or c == "-" else f"${c}$" for i, c in enumerate(row)]
-                  for row in body]
+    last = len(header) - 1 if note else None
+    math_cells = [[c if i == last else _latex_escape(c) if i < left + 1 or c == "-" else f"${c}$"
+                   for i, c in enumerate(row)] for row in body]
     lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(map(_latex_escape, header)) + " \\\\",
              "\\midrule", *(" & ".join(row) + " \\\\" for row in math_cells), "\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"
@@ -328,12 +336,77 @@ def first_k(complete: pd.DataFrame) -> int:
     raise FedcaError("the runs report no test hr@K metric")
 
 
+SIGNIFICANCE_LEGEND = ("vs baseline: mean paired difference over seeds [95% interval]; * paired t-test over "
+                       "seeds p < 0.05; † Wilcoxon signed-rank test over users (per-user test metrics of the "
+                       "selected round, averaged over seeds) p < 0.05")
+
+
+def _baseline_spec(baseline: str) -> tuple[str, str]:
+    """``KEY=VALUE`` or ``VALUE`` (an ``agg``) -> (key, value)."""
+    key, _, value = baseline.partition("=")
+    return (key, value) if value else ("agg", baseline)
+
+
+def _user_values(metric: str):
+    """run_dir -> per-user values of ``metric`` (``test_hr@10`` reads column ``hr@10`` of the
+    run's per_user_test.csv) as a Series by user, or None when the run has no such file."""
+    column = metric[len("test_"):]
+
+    def read(run_dir: str) -> pd.Series | None:
+        try:
+            frame = pd.read_csv(Path(run_dir) / USER_METRICS)
+        except (OSError, ValueError, pd.errors.ParserError):
+            return None
+        return frame.set_index("user")[column] if column in frame else None
+
+    return read
+
+
+def baseline_comparison(complete: pd.DataFrame, baseline: str, metric: str) -> pd.DataFrame:
+    """``compare_to_baseline`` of the per-run table: every group against ``baseline``
+    (``KEY=VALUE`` or an ``agg``), with the per-user test from the runs' per_user_test.csv."""
+    key, value = _baseline_spec(baseline)
+    groups = group_columns(complete)
+    require_group_column(complete, key)
+    if not (complete[key].astype(str) == value).any():
+        raise FedcaError(f"--baseline {baseline}: no run has {key}={value}")
+    try:
+        return compare_to_baseline(complete, key, value, metric, groups, per_user=_user_values(metric))
+    except ValueError as error:
+        raise FedcaError(f"--baseline {baseline}: {error}") from None
+
+
+def _significance_note(grouped: pd.DataFrame, comparison: pd.DataFrame, baseline: str, metric: str,
+                       latex: bool) -> tuple[str, list[str]]:
+    """The ``vs baseline`` column: one cell per grouped row (``baseline`` for the baseline's own
+    rows, ``-`` for rows without a baseline of their context)."""
+    key, value = _baseline_spec(baseline)
+    groups = [c for c in comparison.columns if c in grouped.columns]
+    by_group = {tuple(map(str, row[groups])): row for _, row in comparison.iterrows()}
+    cells = []
+    for _, row in grouped.iterrows():
+        found = by_group.get(tuple(map(str, row[groups])))
+        if str(row[key]) == value:
+            cells.append("baseline")
+        elif found is None:
+            cells.append("-")
+        else:
+            interval = "" if pd.isna(found["low"]) else f" [{found['low']:+.4f}, {found['high']:+.4f}]"
+            marks = ("*" if found["p_seeds"] < 0.05 else "") + ("†" if found["p_users"] < 0.05 else "")
+            users = "" if pd.isna(found["p_users"]) else f", users p={found['p_users']:.2g}"
+            cell = f"{found['difference']:+.4f}{interval} p={found['p_seeds']:.2g}{users}{marks}"
+            cells.append(_latex_escape(cell).replace("†", r"$^\dagger$").replace("±", r"$\pm$") if latex else cell)
+    return f"vs {baseline} (Δ {metric})", cells
+
+
 def write_report(paths: Iterable[Path], out_dir: Path, mix_protocols: bool = False, plot: bool = False,
-                 sensitivity_param: str | None = None) -> dict:
+                 sensitivity_param: str | None = None, baseline: str | None = None) -> dict:
     """Write results.csv (per run), results_grouped.csv, results.md and results.tex into
-    ``out_dir``, plus convergence_hr.png / convergence_ndcg.png with ``plot`` and
-    sensitivity_<param>.png with ``sensitivity_param``. Returns {"table": markdown table,
-    "complete": the per-run table, "incomplete": incomplete runs, "files": written paths}."""
+    ``out_dir``, plus convergence_hr.png / convergence_ndcg.png with ``plot``,
+    sensitivity_<param>.png with ``sensitivity_param``, and with ``baseline`` a ``vs baseline``
+    column (paired tests of the selected round's test HR@K, see ``baseline_comparison``) and
+    significance.csv. Returns {"table": markdown table, "complete": the per-run table,
+    "incomplete": incomplete runs, "files": written paths}."""
     paths = list(map(Path, paths))
     out_dir = Path(out_dir)
     complete, incomplete = collect(paths)
@@ -344,9 +417,16 @@ def write_report(paths: Iterable[Path], out_dir: Path, mix_protocols: bool = Fal
     grouped = aggregate(complete, mix_protocols=mix_protocols)
     if sensitivity_param:
         require_group_column(grouped, sensitivity_param)
-    table = to_markdown(grouped)
+    texts, notes = {}, (None, None)
+    if baseline:
+        metric = f"test_hr@{first_k(complete)}"
+        comparison = baseline_comparison(complete, baseline, metric)
+        notes = tuple(_significance_note(grouped, comparison, baseline, metric, latex) for latex in (False, True))
+        texts["significance.csv"] = _csv(comparison)
+    table = to_markdown(grouped, note=notes[0])
     texts = {"results.csv": _csv(complete), "results_grouped.csv": _csv(grouped),
-             "results.md": _markdown_report(table, incomplete), "results.tex": to_latex(grouped)}
+             "results.md": _markdown_report(table, incomplete, SIGNIFICANCE_LEGEND if baseline else None),
+             "results.tex": to_latex(grouped, note=notes[1]), **texts}
     files = []
     for name, text in texts.items():
         write_text(out_dir / name, text)
@@ -386,9 +466,9 @@ def _csv(frame: pd.DataFrame) -> str:
     return buffer.getvalue()
 
 
-def _markdown_report(table: str, incomplete: pd.DataFrame) -> str:
+def _markdown_report(table: str, incomplete: pd.DataFrame, legend: str | None = None) -> str:
     text = ("# Results\n\nMean ± sample std (ddof=1) over seeds, at the round each run's protocol selects.\n\n"
-            + table)
+            + table + (f"\n{legend}\n" if legend else ""))
     if not incomplete.empty:
         text += "\n## Incomplete runs (not in the table)\n\n" + "".join(
             f"- `{row.run_dir}`: {row.status}" + (f" ({row.error})" if isinstance(row.error, str) else "") + "\n"

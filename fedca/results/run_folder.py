@@ -21,6 +21,9 @@ import pandas as pd
 from fedca.results.atomic import write_json, write_text
 
 
+USER_METRICS = "per_user_test.csv"
+
+
 class RunFolder:
     """Writes the files of one run into ``path``."""
 
@@ -53,6 +56,16 @@ class RunFolder:
         buffer = io.StringIO()
         pd.DataFrame(self.rows).to_csv(buffer, index=False)
         write_text(self.path / "rounds.csv", buffer.getvalue())
+
+    def write_user_metrics(self, round_number: int, clients, values: Dict[str, object]) -> None:
+        """Write ``per_user_test.csv``: one row per client (``user``: its index in the data,
+        ``clients`` [U]) with the per-user test metrics ``values`` ({name: [U]}) of round
+        ``round_number`` (the selected round; ``fedca report --baseline`` pairs users by it)."""
+        frame = pd.DataFrame({"round": round_number, "user": clients.tolist(),
+                              **{name: per_user.tolist() for name, per_user in values.items()}})
+        buffer = io.StringIO()
+        frame.to_csv(buffer, index=False)
+        write_text(self.path / USER_METRICS, buffer.getvalue())
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.path / "summary.json", summary)

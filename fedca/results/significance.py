@@ -111,10 +111,10 @@ def baseline_pairs(complete, key: str, baseline: str, group_cols) -> dict:
 def compare_to_baseline(complete, key: str, baseline: str, metric: str, group_cols, per_user=None):
     """One row per paired group of ``complete`` (see ``baseline_pairs``): the group columns,
     then ``n`` (seeds both ran), ``difference``, ``low``, ``high`` and ``p_seeds`` of the paired
-    t-test over seeds of ``metric``, and ``p_users`` of the per-user Wilcoxon test when
-    ``per_user`` (a function run_dir -> per-user values [U] of the metric, or None when the run
-    saved none) gives values for every paired run: each side's per-user values are averaged
-    over its paired seeds before the users are paired."""
+    t-test over seeds of ``metric``, and ``users`` and ``p_users`` of the per-user Wilcoxon test
+    when ``per_user`` (a function run_dir -> per-user values as a Series indexed by user, or None
+    when the run saved none) gives values for every paired run: each side's values are averaged
+    over its paired seeds, then paired on the users both sides evaluated."""
     rows = []
     for group, base in baseline_pairs(complete, key, baseline, group_cols).items():
         mine, theirs = (complete[(complete[list(group_cols)] == pd.Series(g, index=list(group_cols))).all(axis=1)]
@@ -122,11 +122,13 @@ def compare_to_baseline(complete, key: str, baseline: str, metric: str, group_co
         seeds = sorted(set(mine.index) & set(theirs.index))
         test = paired_t_test(mine.loc[seeds, metric].astype(float), theirs.loc[seeds, metric].astype(float))
         row = {**dict(zip(group_cols, group)), "n": test.n, "difference": test.mean_difference,
-               "low": test.low, "high": test.high, "p_seeds": test.p_value, "p_users": float("nan")}
+               "low": test.low, "high": test.high, "p_seeds": test.p_value, "users": 0, "p_users": float("nan")}
         if per_user is not None and seeds:
             sides = [[per_user(side.loc[seed, "run_dir"]) for seed in seeds] for side in (mine, theirs)]
             if all(values is not None for side in sides for values in side):
-                users = paired_user_test(np.mean(sides[0], axis=0), np.mean(sides[1], axis=0))
-                row["p_users"] = users.p_value
+                means = [pd.concat(side, axis=1, join="inner").mean(axis=1) for side in sides]  # [users] per side
+                mine_users, their_users = means[0].align(means[1], join="inner")
+                users = paired_user_test(mine_users.to_numpy(), their_users.to_numpy())
+                row.update(users=users.n, p_users=users.p_value)
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*group_cols, "n", "difference", "low", "high", "p_seeds", "p_users"])
+    return pd.DataFrame(rows, columns=[*group_cols, "n", "difference", "low", "high", "p_seeds", "users", "p_users"])
