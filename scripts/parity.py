@@ -24,7 +24,18 @@ fedca run as config overrides.
 Resumable: a reference run whose log already holds ``ROUNDS`` test rounds and a fedca run whose
 ``status.json`` says complete are read, not rerun; an unfinished reference run starts over (the
 official code cannot resume) and an unfinished fedca run resumes from its checkpoint.
-``--table-only`` runs nothing and prints the table from whatever rounds exist.
+``--table-only`` runs nothing and prints the table from whatever rounds exist;
+``--no-reference-runs`` runs only fedca. A reference run still going (its ``pid`` file names a
+live process, e.g. started by an earlier call) is waited for, not restarted.
+
+``--from-reference-init`` adds, for every reference seed S, fedca runs (seeds ``--from-init-seeds``) that
+start from the reference's own initial state of seed S instead of fedca's draw: the shared user
+vector u0 and the N(0, 1) item table, drawn by the reference's code in its order
+(``setSeed(S)``, the engine's model, then the clients' initial table) and written to
+``WORK_DIR/reference-init/DATASET-seedS.pt``. Everything after the start (negatives,
+shuffles, aggregation subset, eval negatives) stays fedca's, seeded by the fedca seed. Those runs
+go to ``WORK_DIR/fedca-from-ref-init/DATASET-refS-seedF``; their columns show how far the two
+codes' trajectories agree once the initial draw is the same.
 
 The table has one row per round: each reference seed's test HR@10, fedca's mean, min and max
 over its seeds, and whether every reference value lies within fedca's [min, max].
@@ -48,6 +59,29 @@ SOURCE_FILES = {"ml100k": "ml-100k/u.data", "filmtrust": "filmtrust/ratings.txt"
 
 PY311_PATCH = (re.compile(r"random\.sample\((x), "), r"random.sample(tuple(\1), ")
 """``random.sample`` of a set raises under Python >= 3.11; sample from ``tuple(set)`` instead."""
+
+DUMP_INITIAL_STATE = """
+import sys
+import torch
+sys.path.insert(0, ".")
+from utils.utils import loadData, setSeed
+from utils.data import SampleGenerator
+from model.model import ModelEngine
+dataset, seed, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+setSeed(seed)
+config = dict(backbone="FCF", latent_dim=16, use_cuda=False, top_k=10, train_frac=1.0)
+ratings, config["num_users"], config["num_items"] = loadData("./datasets", dataset, config, "ratings.dat")
+engine = ModelEngine(config)
+SampleGenerator(ratings=ratings, config=config)
+table = torch.nn.Embedding(num_embeddings=config["num_items"], embedding_dim=config["latent_dim"])
+pairs = torch.tensor(ratings["userId"].to_numpy() * config["num_items"] + ratings["itemId"].to_numpy())
+torch.save({"user": engine.model.user_embedding.weight.detach().clone(), "items": table.weight.detach().clone(),
+            "pair_keys": torch.unique(pairs)}, out)
+"""
+"""Run inside a prepared reference folder with the reference's Python: draws the initial state
+in train.py's order (setSeed, the engine's FCF model with its u0, SampleGenerator, then the
+clients' shared initial item table) and saves u0 [1, d], the table [I, d] and the sorted keys
+user * I + item of the reference's renumbered interactions (to check both codes number alike)."""
 
 TEST_LINE = re.compile(r"\[Epoch (\d+)/\d+\]\[Test\] HR@10 = ([0-9.]+), NDCG@10 = ([0-9.]+)")
 
@@ -125,19 +159,35 @@ def reference_command(python: str, dataset: str, seed: int, rounds: int) -> list
             "--global_round", str(rounds), "--seed", str(seed)]
 
 
+def alive(folder: Path) -> bool:
+    """Whether the reference process recorded in ``folder/pid`` is still running."""
+    try:
+        os.kill(int((folder / "pid").read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def run_reference(args, jobs: list) -> None:
     """Run the unfinished reference jobs [(dataset, seed, folder)], ``args.jobs`` at a time,
-    one thread each (the reference's per-client loop gains nothing from more)."""
+    one thread each (the reference's per-client loop gains nothing from more). A job whose
+    process (``pid`` file) is still running, e.g. from an earlier call, is waited for, not restarted."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    pending, running = list(jobs), []
-    while pending or running:
-        while pending and len(running) < args.jobs:
+    waiting = [job for job in jobs if alive(job[2])]
+    pending, running = [job for job in jobs if job not in waiting], []
+    for dataset, seed, folder in waiting:
+        print(f"reference {dataset} seed {seed}: waiting for the run in {folder}", file=sys.stderr, flush=True)
+    while pending or running or waiting:
+        waiting = [job for job in waiting if alive(job[2])]
+        while pending and len(running) + len(waiting) < args.jobs:
             dataset, seed, folder = pending.pop(0)
             prepare_reference_run(args.reference, folder, dataset)
             print(f"reference {dataset} seed {seed}: running in {folder}", file=sys.stderr, flush=True)
             log = (folder / "run.log").open("w")
-            running.append((subprocess.Popen(reference_command(args.reference_python, dataset, seed, args.rounds),
-                                             cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT), log, folder))
+            process = subprocess.Popen(reference_command(args.reference_python, dataset, seed, args.rounds),
+                                       cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+            (folder / "pid").write_text(str(process.pid))
+            running.append((process, log, folder))
         time.sleep(5)
         for job in list(running):
             process, log, folder = job
@@ -157,6 +207,61 @@ def run_fedca(args, dataset: str, seed: int, folder: Path) -> None:
     subprocess.run(command, check=True)
 
 
+def dump_initial_state(args, dataset: str, seed: int) -> Path:
+    """The reference's initial state of ``seed`` (see DUMP_INITIAL_STATE), written once."""
+    folder = args.work / "reference-init" / dataset
+    out = args.work / "reference-init" / f"{dataset}-seed{seed}.pt"
+    if not out.is_file():
+        if not (folder / "train.py").is_file():
+            prepare_reference_run(args.reference, folder, dataset)
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        subprocess.run([args.reference_python, "-c", DUMP_INITIAL_STATE, REFERENCE_NAMES[dataset], str(seed),
+                        str(out)], cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def run_fedca_from_state(args, dataset: str, fedca_seed: int, state_file: Path, folder: Path) -> None:
+    """One fedca run (in this process) whose initial population is the reference's state: every
+    client starts from its u0 and item table, as in the reference's first round."""
+    import torch
+
+    from fedca.config.compose import compose_run_config
+    from fedca.data.fed_data import load_fed_data
+    from fedca.federation.population import Population
+    from fedca.run import run
+
+    state = torch.load(state_file)
+    overrides = [f"dataset={dataset}", "agg=composite", f"seed={fedca_seed}", f"rounds={args.rounds}",
+                 "progress=false", "threads=1", *(["resume=true"] if (folder / "checkpoint.pt").is_file() else []),
+                 *args.overrides]
+    cfg = compose_run_config(overrides)
+    data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed)
+    if not torch.equal(data.interacted_keys, state["pair_keys"]):
+        sys.exit(f"error: the reference and fedca number the users and items of {dataset} differently, so the "
+                 f"reference's item table cannot be given to fedca row by row")
+    original = Population.__dict__["initial"]
+
+    def initial(cls, num_clients, num_items, dim, backbone, **kwargs):
+        population = original.__func__(cls, num_clients, num_items, dim, backbone, **kwargs)
+        if tuple(population.items.shape[1:]) != tuple(state["items"].shape):
+            sys.exit(f"error: the reference's item table is {tuple(state['items'].shape)}, fedca's "
+                     f"{tuple(population.items.shape[1:])}; the two codes read {dataset} differently")
+        population.items.copy_(state["items"].unsqueeze(0).expand_as(population.items))
+        population.user.copy_(state["user"].expand_as(population.user))
+        return population
+
+    print(f"fedca {dataset} seed {fedca_seed} from {state_file}: running in {folder}", file=sys.stderr, flush=True)
+    Population.initial = classmethod(initial)
+    try:
+        run(cfg, folder)
+    finally:
+        Population.initial = original
+
+
+def from_init_folder(args, dataset: str, reference_seed: int, fedca_seed: int) -> Path:
+    return args.work / "fedca-from-ref-init" / f"{dataset}-ref{reference_seed}-seed{fedca_seed}"
+
+
 def table(args) -> str:
     """Markdown: round x (reference seeds, fedca mean / min / max, inside) per dataset."""
     lines = []
@@ -166,6 +271,11 @@ def table(args) -> str:
         ours = {seed: fedca_rounds(args.work / "fedca" / f"{dataset}-seed{seed}") for seed in args.fedca_seeds}
         header = ([f"ref seed {seed}" for seed in args.reference_seeds]
                   + [f"fedca mean ({len(args.fedca_seeds)} seeds)", "fedca min", "fedca max", "ref inside"])
+        started = {}
+        if args.from_reference_init:
+            started = {seed: [fedca_rounds(from_init_folder(args, dataset, seed, fedca_seed))
+                              for fedca_seed in args.from_init_seeds] for seed in args.reference_seeds}
+            header += [f"fedca from ref seed {seed}'s start (mean, min-max)" for seed in args.reference_seeds]
         lines += [f"{dataset}: test HR@10", "", "| round | " + " | ".join(header) + " |",
                   "| ---: | " + " | ".join("---:" for _ in header) + " |"]
         for round_number in range(1, args.rounds + 1):
@@ -179,6 +289,9 @@ def table(args) -> str:
                 cells += [f"{sum(values) / len(values):.4f}", f"{low:.4f}", f"{high:.4f}", inside]
             else:
                 cells += ["", "", "", ""]
+            for seed in started:
+                runs = [found[round_number][0] for found in started[seed] if round_number in found]
+                cells.append(f"{sum(runs) / len(runs):.4f} ({min(runs):.4f}-{max(runs):.4f})" if runs else "")
             lines.append(f"| {round_number} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -195,6 +308,12 @@ def parse_args():
     parser.add_argument("--fedca-seeds", default="0,1,2")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2, help="reference runs at once (default 2)")
+    parser.add_argument("--from-reference-init", action="store_true",
+                        help="also run fedca from each reference seed's own initial state")
+    parser.add_argument("--from-init-seeds", default="0,1,2",
+                        help="fedca seeds of the runs from each reference start (default 0,1,2)")
+    parser.add_argument("--no-reference-runs", action="store_true",
+                        help="start no reference run (read what exists); fedca runs as usual")
     parser.add_argument("--table-only", action="store_true", help="run nothing; print the table from what exists")
     parser.add_argument("overrides", nargs="*", help="config overrides for every fedca run")
     args = parser.parse_args()
@@ -204,6 +323,7 @@ def parse_args():
         parser.error(f"unknown dataset(s) {unknown}; choose from {sorted(REFERENCE_NAMES)}")
     args.reference_seeds = [int(seed) for seed in args.reference_seeds.split(",")]
     args.fedca_seeds = [int(seed) for seed in args.fedca_seeds.split(",")]
+    args.from_init_seeds = [int(seed) for seed in args.from_init_seeds.split(",")]
     if not (args.reference / "train.py").is_file():
         parser.error(f"{args.reference} is not a checkout of the reference code (no train.py)")
     args.reference = args.reference.resolve()
@@ -221,7 +341,16 @@ def main() -> int:
                     run_fedca(args, dataset, seed, folder)
         jobs = [(dataset, seed, args.work / "reference" / f"{dataset}-seed{seed}")
                 for dataset in args.datasets for seed in args.reference_seeds]
-        run_reference(args, [job for job in jobs if len(reference_rounds(job[2])) < args.rounds])
+        if args.from_reference_init:
+            for dataset in args.datasets:
+                for seed in args.reference_seeds:
+                    state_file = dump_initial_state(args, dataset, seed)
+                    for fedca_seed in args.from_init_seeds:
+                        folder = from_init_folder(args, dataset, seed, fedca_seed)
+                        if not fedca_complete(folder):
+                            run_fedca_from_state(args, dataset, fedca_seed, state_file, folder)
+        if not args.no_reference_runs:
+            run_reference(args, [job for job in jobs if len(reference_rounds(job[2])) < args.rounds])
     print(table(args))
     return 0
 
