@@ -3,7 +3,8 @@
 Usage:
     python scripts/parity.py --reference REF_CHECKOUT --reference-python REF_VENV/bin/python \\
         --work WORK_DIR [--datasets ml100k,filmtrust] [--reference-seeds 0,1] [--fedca-seeds 0,1,2] \\
-        [--rounds 10] [--jobs 2] [--table-only] [fedca overrides ...]
+        [--rounds 10] [--jobs 2] [--from-reference-init [--from-init-seeds 0,1,2]] \\
+        [--no-reference-runs | --table-only] [fedca overrides ...]
 
 ``REF_CHECKOUT`` is a local checkout of hongleizhang/FedCA (measured at commit b8e6802); it is
 never modified. Each reference run gets its own folder ``WORK_DIR/reference/DATASET-seedS``
@@ -17,9 +18,9 @@ aggregation); its environment needs numpy, pandas, scikit-learn, cvxpy, scipy, c
 torch (measured with numpy 1.26.4, pandas 2.2.3, scikit-learn 1.5.2, cvxpy 1.3.3, scipy 1.11.4,
 torch 2.13.0).
 
-fedca runs ``agg=composite`` with the same seeds' count of rounds under the default protocol
-(``protocol=fedca``), in ``WORK_DIR/fedca/DATASET-seedS``; extra arguments are passed to every
-fedca run as config overrides.
+fedca runs ``agg=composite`` for the same number of rounds under its default protocol
+(``protocol=fedca``), one run per fedca seed, in ``WORK_DIR/fedca/DATASET-seedS``; extra
+arguments are passed to every fedca run as config overrides.
 
 Resumable: a reference run whose log already holds ``ROUNDS`` test rounds and a fedca run whose
 ``status.json`` says complete are read, not rerun; an unfinished reference run starts over (the
@@ -28,13 +29,13 @@ official code cannot resume) and an unfinished fedca run resumes from its checkp
 ``--no-reference-runs`` runs only fedca. A reference run still going (its ``pid`` file names a
 live process, e.g. started by an earlier call) is waited for, not restarted.
 
-``--from-reference-init`` adds, for every reference seed S, fedca runs (seeds ``--from-init-seeds``) that
-start from the reference's own initial state of seed S instead of fedca's draw: the shared user
+``--from-reference-init`` adds, for every reference seed S, fedca runs (seeds
+``--from-init-seeds``) that start from the reference's own initial state of seed S instead of fedca's draw: the shared user
 vector u0 and the N(0, 1) item table, drawn by the reference's code in its order
 (``setSeed(S)``, the engine's model, then the clients' initial table) and written to
 ``WORK_DIR/reference-init/DATASET-seedS.pt``. Everything after the start (negatives,
-shuffles, aggregation subset, eval negatives) stays fedca's, seeded by the fedca seed. Those runs
-go to ``WORK_DIR/fedca-from-ref-init/DATASET-refS-seedF``; their columns show how far the two
+shuffles, aggregation subset, eval negatives) stays fedca's, seeded by the fedca seed. Those
+runs go to ``WORK_DIR/fedca-from-ref-init/DATASET-refS-seedF``; their columns show how far the two
 codes' trajectories agree once the initial draw is the same.
 
 The table has one row per round: each reference seed's test HR@10, fedca's mean, min and max
