@@ -30,9 +30,10 @@ official code cannot resume) and an unfinished fedca run resumes from its checkp
 live process, e.g. started by an earlier call) is waited for, not restarted.
 
 ``--from-reference-init`` adds, for every reference seed S, fedca runs (seeds
-``--from-init-seeds``) that start from the reference's own initial state of seed S instead of fedca's draw: the shared user
-vector u0 and the N(0, 1) item table, drawn by the reference's code in its order
-(``setSeed(S)``, the engine's model, then the clients' initial table) and written to
+``--from-init-seeds``) that start from the reference's own initial state of seed S instead of
+fedca's draw: the shared user vector u0 and the N(0, 1) item table, drawn by the reference's
+code in its order (``setSeed(S)``, the engine's model, then the clients' initial table) and
+written to
 ``WORK_DIR/reference-init/DATASET-seedS.pt``. Everything after the start (negatives,
 shuffles, aggregation subset, eval negatives) stays fedca's, seeded by the fedca seed. Those
 runs go to ``WORK_DIR/fedca-from-ref-init/DATASET-refS-seedF``; their columns show how far the two
