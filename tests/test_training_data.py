@@ -33,11 +33,13 @@ DATASETS = {
                 "dataset.header=true", "dataset.user_col=userID", "dataset.item_col=artistID"],
                "lastfm-2k/user_taggedartists.dat", dict(sep="\t", header=0), "file_order"),
 }
+# ML-1M at full size takes most of this file's time (a 1M-row file, 6,040 clients): marked slow.
+NAMES = [pytest.param(name, marks=pytest.mark.slow) if name == "ml1m_derived" else name for name in DATASETS]
 MIN_INTERACTIONS = 10  # both protocols
 CODE = 10 ** 6  # raw (user, item) -> user * CODE + item; every raw item id here is below it
 
 
-def raw_frame(data_dir, name: str) -> pd.DataFrame:
+def read_raw(data_dir, name: str) -> pd.DataFrame:
     """The raw file as user, item, pos (line order) and time."""
     _, file, options, time_rule = DATASETS[name]
     frame = pd.read_csv(data_dir / file, **options)
@@ -64,6 +66,19 @@ def expected_positives(raw: pd.DataFrame, protocol: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
+def raw_frame(data_dir):
+    """raw_frame(name) -> the raw file, read once per module."""
+    frames = {}
+
+    def read(name: str) -> pd.DataFrame:
+        if name not in frames:
+            frames[name] = read_raw(data_dir, name)
+        return frames[name]
+
+    return read
+
+
+@pytest.fixture(scope="module")
 def loaded(real_data_env):
     cache = {}
 
@@ -80,8 +95,8 @@ def loaded(real_data_env):
 
 
 @pytest.mark.parametrize("protocol", ["fedca", "strict"])
-@pytest.mark.parametrize("name", list(DATASETS))
-def test_label_one_rows_are_exactly_each_clients_training_positives(loaded, data_dir, name, protocol):
+@pytest.mark.parametrize("name", NAMES)
+def test_label_one_rows_are_exactly_each_clients_training_positives(loaded, raw_frame, name, protocol):
     data, batches, negatives_per_positive = loaded(name, protocol)
     owner = batches.clients[batches.owner]  # [T] population index of each instance's client
     positive = batches.labels == 1
@@ -89,17 +104,17 @@ def test_label_one_rows_are_exactly_each_clients_training_positives(loaded, data
 
     assert torch.equal(torch.sort(batches.clients).values, torch.arange(data.num_users))
     assert set(batches.labels.unique().tolist()) == {0.0, 1.0}
-    assert np.array_equal(np.sort(codes.numpy()), expected_positives(raw_frame(data_dir, name), protocol))
+    assert np.array_equal(np.sort(codes.numpy()), expected_positives(raw_frame(name), protocol))
     per_client = torch.bincount(owner[positive], minlength=data.num_users)
     assert torch.equal(batches.sizes, per_client[batches.clients] * (1 + negatives_per_positive))
 
 
 @pytest.mark.parametrize("protocol", ["fedca", "strict"])
-@pytest.mark.parametrize("name", list(DATASETS))
-def test_negatives_are_never_interactions_of_their_client_and_distinct_per_positive(loaded, data_dir, name,
+@pytest.mark.parametrize("name", NAMES)
+def test_negatives_are_never_interactions_of_their_client_and_distinct_per_positive(loaded, raw_frame, name,
                                                                                      protocol):
     data, batches, negatives_per_positive = loaded(name, protocol)
-    raw = raw_frame(data_dir, name)
+    raw = raw_frame(name)
     owner = batches.clients[batches.owner]
     negative = batches.labels == 0
     codes = data.raw_user_ids[owner[negative]].long() * CODE + data.raw_item_ids[batches.items[negative]].long()
@@ -125,14 +140,14 @@ def negatives_among_eval_candidates(data, batches) -> int:
     return int(torch.isin(keys, (users * data.num_items + candidates).reshape(-1)).sum())
 
 
-@pytest.mark.parametrize("name", list(DATASETS))
+@pytest.mark.parametrize("name", NAMES)
 def test_strict_negatives_are_never_eval_candidates_of_their_client(loaded, name):
     data, batches, _ = loaded(name, "strict")
 
     assert negatives_among_eval_candidates(data, batches) == 0
 
 
-@pytest.mark.parametrize("name", list(DATASETS))
+@pytest.mark.parametrize("name", NAMES)
 def test_fedca_negatives_include_eval_candidates_the_known_leak(loaded, name):
     """The same count finds the official protocol's leak on every dataset, so the strict check can fail."""
     data, batches, _ = loaded(name, "fedca")
