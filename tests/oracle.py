@@ -14,7 +14,7 @@ at a time, as the official FedCA code does (hongleizhang/FedCA ``model/engine.py
   vector and (NCF) the MLP, ``nn.BCELoss`` on sigmoid outputs, and the official early stop on
   the running-average loss;
 * the server step: FedAvg weights n_i / sum n (or uniform) and a global replace; or the FedCA
-  composite weights from per-pair loops (PCA-1 similarity by SVD with scikit-learn 1.0.2's
+  composite weights from per-pair loops (PCA-1 similarity with scikit-learn 1.0.2's
   sign rule, greedy matching of the principal-basis cosines, each row's QP solved by SLSQP and
   certified by its KKT conditions), the personal aggregates and the interpolated merge.
 
@@ -164,13 +164,15 @@ def _sign(values: np.ndarray) -> np.ndarray:
 
 
 def pca(rows: np.ndarray, k: int) -> tuple:
-    """scikit-learn 1.0.2 ``PCA(k).fit_transform`` with the exact (full SVD) solver and its
-    u-based ``svd_flip``: (scores [r, k], components [k, d]) with each score column's
-    largest-|.| entry positive (ties: first row)."""
+    """scikit-learn 1.0.2 ``PCA(k).fit_transform`` with an exact solver (the top eigenvectors of the
+    centred scatter, which are the SVD's right singular vectors) and its u-based ``svd_flip``:
+    (scores [r, k], components [k, d]) with each score column's largest-|.| entry positive (ties:
+    first row). The d x d eigh keeps this cheap whatever the BLAS threads do."""
     centred = rows - rows.mean(axis=0)
-    u, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    signs = _sign(u[np.argmax(np.abs(u[:, :k]), axis=0), np.arange(k)])
-    return u[:, :k] * singular[:k] * signs, vt[:k] * signs[:, np.newaxis]
+    components = np.linalg.eigh(centred.T @ centred)[1][:, ::-1][:, :k].T  # [k, d], descending
+    scores = centred @ components.T  # [r, k]
+    signs = _sign(scores[np.argmax(np.abs(scores), axis=0), np.arange(k)])
+    return scores * signs, components * signs[:, np.newaxis]
 
 
 def similarity(tables: List[np.ndarray]) -> np.ndarray:

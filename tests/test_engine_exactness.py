@@ -161,11 +161,11 @@ def _assert_same_losses_and_epochs(outcome: Outcome, loss_bound: float) -> None:
 MODEL_KERNELS = [("fcf", "torch"), ("fcf", "numba"), ("ncf", "torch"), ("ncf", "numba")]
 
 # float64, two rounds of 3 epochs, 30 clients. Measured max |engine - oracle| over user, items and
-# mlp: FCF 3e-15 (both kernels), NCF 7.5e-14 (torch) and 1.6e-13 (numba). That is rounding: the
+# mlp: FCF 3.1e-15 (both kernels), NCF 7.5e-14 (torch) and 3.6e-13 (numba). That is rounding: the
 # engine sums the same products in other orders (fused Adam over stacked rows, batched GEMMs or
 # the compiled loops against nn.Linear and torch.optim.Adam per client, the simplex projection
 # against the KKT solve of each QP), and ~30 Adam steps carry it on. Bounds ~10x the largest gap.
-FLOAT64_BOUND = {"fcf": 3e-14, "ncf": 2e-12}
+FLOAT64_BOUND = {"fcf": 3e-14, "ncf": 4e-12}
 LOSS_BOUND = 1e-14  # mean of the clients' running-average BCE (values ~0.5); measured <= 1.1e-15
 
 
