@@ -180,12 +180,13 @@ def test_batched_engine_matches_per_client_loop(slice_30, monkeypatch, model, ke
     _assert_same_losses_and_epochs(outcome, LOSS_BOUND)
 
 
-# float32, composite, two rounds. Measured max |engine - oracle|: FCF torch ~1e-6, FCF numba ~1e-6,
-# NCF torch ~1e-5, NCF numba ~1e-3. The compiled NCF kernel sums W^T delta in another order than the
-# GEMMs of the oracle; Adam scales each step by the gradient's own size, so a gradient near the
-# rounding level can move a row by up to lr (1e-2): after one round about 75 of the slice's 50,000
-# item rows differ by more than 1e-6, and two rounds reach ~1e-3 on the MLP.
-FLOAT32_BOUND = {("fcf", "torch"): 1e-5, ("fcf", "numba"): 1e-5, ("ncf", "torch"): 1e-4, ("ncf", "numba"): 1e-2}
+# float32, composite, two rounds. Measured max |engine - oracle|: FCF 7.2e-7 (both kernels), NCF
+# 6.3e-6 (torch) and 1.2e-3 (numba, on the MLP; 2.4e-4 on the items). The compiled NCF kernel sums
+# W^T delta in another order than the GEMMs of the oracle; Adam scales each step by the gradient's
+# own size, so a gradient near the rounding level can move a row by up to lr (1e-2): after one round
+# about 75 of the slice's 50,000 item rows differ by more than 1e-6, and two rounds reach ~1e-3 on
+# the MLP. Bounds ~10x the measured gaps.
+FLOAT32_BOUND = {("fcf", "torch"): 7e-6, ("fcf", "numba"): 7e-6, ("ncf", "torch"): 6e-5, ("ncf", "numba"): 1e-2}
 
 
 @pytest.mark.parametrize("model,kernel", MODEL_KERNELS)
