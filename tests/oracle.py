@@ -1,6 +1,6 @@
 """An independent per-client reference of the federated engine, used only as its oracle.
 
-It imports nothing from fedca. What it shares with the engine is the raw random draws of each
+It imports no engine code. What it shares with the engine is the raw random draws of each
 round (:class:`RoundDraws`), which the test records while the engine runs and hands over as
 plain tensors: the participants, each positive's sampled negatives, each epoch's shuffle noise
 and the aggregated subset. From those and the clients' training positives it builds, one client
