@@ -18,3 +18,21 @@ def slsqp_simplex_qp(q: np.ndarray) -> np.ndarray:
     )
     assert result.status in (0, 8), result.message  # 8: line search stalled at machine precision
     return result.x
+
+
+def kkt_simplex_qp(q: np.ndarray, margin: float = 1e-9) -> np.ndarray:
+    """The same QP solved to rounding: SLSQP finds the support, then the KKT system on it,
+    [[2 I, 1], [1^T, 0]] [x; lam] = [-q; 1], gives x exactly, and the KKT conditions certify it
+    (x > 0 on the support; 2 x_j + q_j + lam >= 0 off it, up to ``margin``, SLSQP's own accuracy)."""
+    support = slsqp_simplex_qp(q) > margin
+    size = int(support.sum())
+    system = np.zeros((size + 1, size + 1))
+    system[:size, :size] = 2.0 * np.eye(size)
+    system[:size, size] = system[size, :size] = 1.0
+    solution = np.linalg.solve(system, np.concatenate([-q[support], [1.0]]))
+    x = np.zeros_like(q)
+    x[support] = solution[:size]
+    multiplier = solution[size]
+    assert (x[support] > 0).all(), "the support SLSQP found is not optimal"
+    assert (q[~support] + multiplier >= -margin).all(), "an entry off the support should be positive"
+    return x

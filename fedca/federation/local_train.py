@@ -119,10 +119,11 @@ class StepLayout:
     for each of them the instances at block positions s*B .. s*B + B - 1; slots past a client's
     last instance repeat its first one with weight 0. ``slots`` [S] lists, step after step, the
     block position of every slot (S = sum over steps of prefix * B), so one gather per epoch
-    gives every step's rows and labels as a contiguous slice.
+    gives every step's rows and labels as a contiguous slice. ``dtype``: that of the trained
+    parameters, for the per-slot batch-mean weights.
     """
 
-    def __init__(self, batches: RoundBatches, device: torch.device):
+    def __init__(self, batches: RoundBatches, device: torch.device, dtype: torch.dtype):
         self.num_batches = batches.num_batches  # [n]
         size = batches.batch_size
         most = int(self.num_batches.max())
@@ -141,7 +142,8 @@ class StepLayout:
         self.size = size
         self.valid = [fits.to(device) for fits in valid]  # [prefix, B] per step
         self.counts = [fits.sum(1) for fits in self.valid]  # [prefix]
-        self.weight = [fits / counts.unsqueeze(1) for fits, counts in zip(self.valid, self.counts)]  # [prefix, B]
+        # [prefix, B] per step, in the parameters' dtype (a float32 1 / count would round float64 gradients)
+        self.weight = [fits.to(dtype) / counts.unsqueeze(1) for fits, counts in zip(self.valid, self.counts)]
 
     def step(self, step: int, epoch_rows: torch.Tensor, epoch_target: torch.Tensor,
              active: Optional[torch.Tensor]) -> tuple:
@@ -404,7 +406,7 @@ def _train_batched(table, user, mlp, batches: RoundBatches, backbone: Backbone, 
                                backbone.rank_one_item_grads)
         rule = AdamRule(table, user, mlp, backbone, settings, pull, row_owner.to(device), split,
                         int(row_offsets[split]))
-    layout = StepLayout(batches, device)
+    layout = StepLayout(batches, device, table.dtype)
     labels = batches.labels.to(device)
     steps = torch.zeros(n, dtype=torch.long)
     stopped = torch.zeros(n, dtype=torch.bool)
