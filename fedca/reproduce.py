@@ -124,8 +124,7 @@ def _band(values: pd.Series, floor: float) -> dict:
     rounding noise that 40 rounds amplify, at most as far apart as another seed."""
     n = len(values)
     std = float(values.std(ddof=1)) if n > 1 else 0.0
-    return {"mean": round(float(values.mean()), 4),
-            "tolerance": round(max(Z * std * math.sqrt(2.0 / n), floor), 4)}
+    return {"mean": float(values.mean()), "tolerance": max(Z * std * math.sqrt(2.0 / n), floor)}
 
 
 def record(table: pd.DataFrame) -> dict:
