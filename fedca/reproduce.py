@@ -152,9 +152,10 @@ def _outside(value: float, band: dict) -> bool:
     return not (math.isfinite(value) and abs(value - band["mean"]) <= band["tolerance"])
 
 
-def _describe(band: dict) -> str:
+def _describe(band: dict, signed: bool = False) -> str:
+    """``[low, high]``; for a gap also the sign the band fixes, where it excludes zero."""
     low, high = band["mean"] - band["tolerance"], band["mean"] + band["tolerance"]
-    sign = "" if low <= 0 <= high else (", positive" if low > 0 else ", negative")
+    sign = "" if not signed or low <= 0 <= high else (", positive" if low > 0 else ", negative")
     return f"[{low:.4f}, {high:.4f}]{sign}"
 
 
@@ -178,7 +179,7 @@ def check(table: pd.DataFrame, expected: dict) -> list:
             differences = gaps.get(key, {}).get(metric)
             value = float(differences.mean()) if differences is not None and len(differences) else math.nan
             if _outside(value, band):
-                problems.append(f"gap {key} {metric}: {value:+.4f} outside {_describe(band)}")
+                problems.append(f"gap {key} {metric}: {value:+.4f} outside {_describe(band, signed=True)}")
     return problems
 
 

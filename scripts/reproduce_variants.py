@@ -43,14 +43,16 @@ def with_composite_rows(real: pd.DataFrame, replacement: pd.DataFrame) -> pd.Dat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, default=REPO / "scripts" / "expected" / "ci_reproduce_runs.csv")
-    parser.add_argument("--sign-flipped-sweep", type=Path, required=True,
-                        help="sweep folder of the sign-flipped copy's composite runs")
+    parser.add_argument("--sign-flipped-sweep", type=Path,
+                        help="sweep folder of the sign-flipped copy's composite runs (without it, only the "
+                             "two relabelled variants are written)")
     parser.add_argument("--out", type=Path, default=REPO / "tests" / "data" / "reproduce_variants")
     args = parser.parse_args()
     real = read_table(args.real)
     variants = {"local_as_composite": with_composite_rows(real, real[real["agg"] == "local"]),
-                "fedavg_as_composite": with_composite_rows(real, real[real["agg"] == "fedavg"]),
-                "similarity_sign_flipped": with_composite_rows(real, per_seed_table(args.sign_flipped_sweep))}
+                "fedavg_as_composite": with_composite_rows(real, real[real["agg"] == "fedavg"])}
+    if args.sign_flipped_sweep:
+        variants["similarity_sign_flipped"] = with_composite_rows(real, per_seed_table(args.sign_flipped_sweep))
     for name, table in variants.items():
         write_text(args.out / f"{name}.csv", table.to_csv(index=False, float_format="%.17g"))
         print(f"wrote {args.out / f'{name}.csv'}")

@@ -76,3 +76,5 @@ def test_each_wrong_variant_of_composite_fails(variant):
     assert problems, f"{variant} passes the reproduction"
     composite = [p for p in problems if "/composite " in p or "/composite-" in p]
     assert composite == problems  # only composite changed, and only composite's signatures fail
+    metric_failures = [p for p in problems if any(f" {metric}:" in p for metric in METRICS)]
+    assert metric_failures, f"{variant} is caught only by the aggregation statistics"
