@@ -31,7 +31,6 @@ class TableSpec:
 
 TABLES = {
     "fedca_vs_fedavg": TableSpec(metrics=("test_hr@10", "test_ndcg@10"), mix_protocols=True),
-    "baselines": TableSpec(metrics=("test_hr@10", "test_ndcg@10", "final_test_hr@10")),
 }
 
 
