@@ -186,9 +186,13 @@ def check(table: pd.DataFrame, expected: dict) -> list:
 def read_table(path: Path) -> pd.DataFrame:
     """A per-seed table saved as CSV (``--save-table``, ``scripts/expected/ci_reproduce_runs.csv``)."""
     try:
-        return pd.read_csv(path)
+        table = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise FedcaError(f"{path}: cannot read a per-seed table ({error})") from None
+    missing = [column for column in (*KEYS, "seed", "num_users", *METRICS, *STATS) if column not in table]
+    if missing:
+        raise FedcaError(f"{path}: not a per-seed table of fedca reproduce (no column {', '.join(missing)})")
+    return table
 
 
 def _write_table(path: Path, table: pd.DataFrame) -> None:

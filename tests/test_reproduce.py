@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fedca.errors import FedcaError
 from fedca.reproduce import METRICS, STATS, Z, check, read_table, record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +65,12 @@ def test_a_missing_seed_is_reported():
     table = _synthetic()
     problems = check(table[table["seed"] != 2], record(table))
     assert "band ml100k/fedca/composite: 2 runs, expected 3" in problems
+
+
+def test_a_file_that_is_not_a_per_seed_table_is_an_input_error(tmp_path):
+    (tmp_path / "other.csv").write_text("dataset,agg\nml100k,composite\n")
+    with pytest.raises(FedcaError, match="not a per-seed table of fedca reproduce .no column protocol, seed"):
+        read_table(tmp_path / "other.csv")
 
 
 def test_the_recorded_results_of_the_current_code_pass():
