@@ -1,0 +1,68 @@
+"""README tables rendered from committed results, so that their numbers cannot drift.
+
+Each table's source is the per-run ``results.csv`` that ``fedca report`` wrote for its runs,
+kept in ``docs/results/<name>/``. ``render`` groups it and formats it with the report's own
+code (``aggregate`` and ``to_markdown``: mean ± sample std over seeds, the seed count in
+``n_seeds``), so a table of partly finished runs says how many seeds each row holds. In
+README.md each table stands between ``<!-- table:<name> -->`` and ``<!-- /table:<name> -->``;
+``replace_tables`` rewrites those blocks and ``scripts/readme_tables.py`` applies it.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fedca.errors import FedcaError
+from fedca.results.report import aggregate, to_markdown
+
+RESULTS_DIR = Path("docs") / "results"
+MARKER = re.compile(r"<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What one README table shows of its results.csv."""
+
+    metrics: tuple
+    mix_protocols: bool = False  # the table sets protocols side by side (each row stays one protocol)
+
+
+TABLES = {
+    "fedca_vs_fedavg": TableSpec(metrics=("test_hr@10", "test_ndcg@10"), mix_protocols=True),
+}
+
+
+def results_path(repo: Path, name: str) -> Path:
+    return Path(repo) / RESULTS_DIR / name / "results.csv"
+
+
+def render(results_csv: Path, spec: TableSpec) -> str:
+    """The markdown table of a ``fedca report`` results.csv, grouped as the report groups it."""
+    try:
+        runs = pd.read_csv(results_csv)
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise FedcaError(f"{results_csv}: cannot read the results ({error})") from None
+    return to_markdown(aggregate(runs, mix_protocols=spec.mix_protocols), metrics=list(spec.metrics))
+
+
+def render_all(repo: Path) -> dict:
+    """{name: markdown table} for every table in TABLES, from the repository's docs/results."""
+    return {name: render(results_path(repo, name), spec) for name, spec in TABLES.items()}
+
+
+def marked_tables(readme: str) -> dict:
+    """{name: text between the markers} of every marked table in ``readme``."""
+    return {match["name"]: match["body"] for match in MARKER.finditer(readme)}
+
+
+def replace_tables(readme: str, tables: dict) -> str:
+    """``readme`` with the body of each marked table replaced by ``tables[name]``; every table
+    must have its markers and every marked block a table."""
+    marked = marked_tables(readme)
+    if set(marked) != set(tables):
+        missing, unknown = sorted(set(tables) - set(marked)), sorted(set(marked) - set(tables))
+        raise FedcaError(f"README table markers do not match the tables: missing {missing}, unknown {unknown}")
+    return MARKER.sub(lambda match: f"<!-- table:{match['name']} -->\n{tables[match['name']]}"
+                                    f"<!-- /table:{match['name']} -->", readme)
