@@ -1,0 +1,404 @@
+"""Mutation testing of the math that produces fedca's numbers (issue 13): a thin mutmut driver.
+
+Usage (from the repository root, with the ``mutation`` extra installed)::
+
+    .venv/bin/python scripts/mutation.py                  # every module, report in docs/mutation/
+    .venv/bin/python scripts/mutation.py --modules merge,metrics
+    .venv/bin/python scripts/mutation.py --ci             # composite, metrics, merge; exit 1 below 90 %
+
+For each module of :data:`MODULES` the driver builds a scratch copy in ``build/mutation/<module>/``
+(``fedca/``, ``tests/`` and a generated ``pyproject.toml`` whose ``[tool.mutmut]`` section mutates
+only that one file and selects only the module's test files), runs ``mutmut run`` there, and reads
+mutmut's per-mutant exit codes back. mutmut runs each mutant against the tests of the selection
+that execute the mutated function (from its stats run), fastest first, with ``-x`` and a CPU-time
+limit per mutant (``timeout_multiplier`` x the tests' clean duration, see :func:`write_config`).
+A pytest plugin (:data:`PLUGIN`) records the test that failed first, i.e. the killer.
+
+Every mutant gets a stable description, ``Function: original line -> mutated line``, independent
+of mutmut's numbering, so re-runs recognise the survivors written down in
+``docs/mutation/equivalent.toml`` (``[[equivalent]]`` tables with ``module``, ``mutant`` and
+``reason``). The score of a module is ``(killed + timeout) / (mutants - equivalent)``; a survivor
+that is not in the equivalents file counts against it. The report (``report.md`` and
+``report.json``) lists every survivor with its reason, and every mutant that survived the
+baseline suite (``docs/mutation/baseline.json``: the survivors before the ``tests/test_math_*``
+files were written) with the test that kills it now.
+
+Tool choice: mutmut 3 rather than cosmic-ray. cosmic-ray rewrites the file in place and starts a
+fresh test process per mutant, which here means importing torch (seconds) for each of ~3,000
+mutants: far beyond the 60-minute budget on two cores. mutmut 3 generates every mutant of a
+file at once behind trampolines (a function checks ``MUTANT_UNDER_TEST`` and calls the mutated
+copy) and forks each mutant's test run from a warm fork server that has already imported torch
+and collected the tests (``process_isolation = "forkserver"``, the mode meant for torch), so a
+mutant costs only its tests. Limits that come with it: module-level code and decorated
+functions are never mutated (so the numba kernels of ``federation/fused.py``, all ``@njit``,
+are out of its reach; ``fused.py`` is left out and its kernel is checked against the
+autograd engine by ``tests/test_fused_kernel.py``), and ``raise ...Error(...)`` lines are
+excluded by pattern (their message strings are not math; the conditions that raise are mutated).
+Threads are pinned to one (``OMP_NUM_THREADS=1``) so that forked workers never inherit a busy
+OpenMP pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = None
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "mutation"
+EQUIVALENTS = DOCS / "equivalent.toml"
+BASELINE = DOCS / "baseline.json"
+THRESHOLD = 0.90
+CI_MODULES = ("composite", "metrics", "merge")
+
+
+@dataclass(frozen=True)
+class Module:
+    """One source file under test and the fast test files that cover it."""
+
+    path: str
+    tests: tuple
+
+
+MODULES = {
+    "composite": Module("fedca/aggregators/composite.py", ("tests/test_math_composite.py",)),
+    "metrics": Module("fedca/metrics/ranking.py", ("tests/test_metrics.py", "tests/test_math_metrics.py")),
+    "merge": Module("fedca/federation/merge.py", ("tests/test_math_merge.py",)),
+    "simplex": Module("fedca/aggregators/simplex.py", ("tests/test_simplex.py", "tests/test_math_simplex.py")),
+    "subspace": Module("fedca/aggregators/subspace.py", ("tests/test_subspace.py", "tests/test_math_subspace.py")),
+    "base": Module("fedca/aggregators/base.py", ("tests/test_math_base.py",)),
+    "negatives": Module("fedca/data/negatives.py", ("tests/test_math_negatives.py",)),
+    "split": Module("fedca/data/split.py", ("tests/test_math_split.py",)),
+    "schedules": Module("fedca/schedules/*.py", ("tests/test_schedules.py", "tests/test_math_schedules.py")),
+    "privacy": Module("fedca/federation/privacy.py", ("tests/test_math_privacy.py",)),
+    "adam": Module("fedca/federation/adam.py", ("tests/test_math_adam.py",)),
+    "pull": Module("fedca/federation/pull.py", ("tests/test_math_pull.py",)),
+    "backbones": Module("fedca/models/backbones.py", ("tests/test_backbones.py", "tests/test_math_backbones.py")),
+    "fedavg": Module("fedca/aggregators/fedavg.py", ("tests/test_math_baselines.py",)),
+    "fedper": Module("fedca/aggregators/fedper.py", ("tests/test_math_baselines.py",)),
+    "local": Module("fedca/aggregators/local.py", ("tests/test_math_baselines.py",)),
+    "pfedrec": Module("fedca/aggregators/pfedrec.py", ("tests/test_math_baselines.py",)),
+    "fedatt": Module("fedca/aggregators/fedatt.py", ("tests/test_math_baselines.py",)),
+    "clustering": Module("fedca/aggregators/clustering.py", ("tests/test_clustering_baselines.py",
+                                                              "tests/test_math_clustering.py")),
+    "fedfast": Module("fedca/aggregators/fedfast.py", ("tests/test_clustering_baselines.py",)),
+    "perfedrec": Module("fedca/aggregators/perfedrec.py", ("tests/test_clustering_baselines.py",)),
+    "pfedgraph": Module("fedca/aggregators/pfedgraph.py", ("tests/test_graph_and_dual.py",)),
+}
+
+# mutmut exit codes (mutmut.stats.status_by_exit_code) folded into the report's classes.
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 36: "timeout",
+          24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", -9: "timeout", None: "not checked"}
+
+PLUGIN = '''"""pytest plugin: append (mutant, first failing test) to MUTATION_KILLERS during mutmut's runs."""
+import os
+
+
+def pytest_runtest_logreport(report):
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if report.failed and "__mutmut_" in mutant:
+        with open(os.environ["MUTATION_KILLERS"], "a") as out:
+            out.write(mutant + "\\t" + report.nodeid + "\\n")
+'''
+
+
+@dataclass
+class Mutant:
+    name: str  # mutmut's name, e.g. fedca.federation.merge.x_apply_downloads__mutmut_7
+    function: str  # e.g. Composite.weight_matrix
+    description: str  # stable key: "function: original -> mutated"
+    status: str  # killed | survived | timeout | no tests | suspicious | not checked
+    killer: str | None = None
+    reason: str | None = None  # equivalence reason (survivors only)
+
+
+@dataclass
+class ModuleResult:
+    name: str
+    path: str
+    tests: list
+    seconds: float  # wall time of the mutmut run
+    cpu_seconds: float  # CPU time of mutmut and all its workers (user + system)
+    mutants: list = field(default_factory=list)
+    stale_equivalents: list = field(default_factory=list)
+
+    def counts(self) -> dict:
+        counts = {"mutants": len(self.mutants), "killed": 0, "timeout": 0, "survived": 0, "equivalent": 0}
+        for mutant in self.mutants:
+            if mutant.status in ("killed", "timeout"):
+                counts[mutant.status] += 1
+            elif mutant.reason is not None:
+                counts["equivalent"] += 1
+            else:
+                counts["survived"] += 1
+        return counts
+
+    def score(self) -> float:
+        counts = self.counts()
+        relevant = counts["mutants"] - counts["equivalent"]
+        return (counts["killed"] + counts["timeout"]) / relevant if relevant else 1.0
+
+
+def function_name(mangled: str) -> str:
+    """``x_apply_downloads`` -> ``apply_downloads``; ``xǁCompositeǁweight_matrix`` -> ``Composite.weight_matrix``."""
+    if mangled.startswith("x_"):
+        return mangled[2:]
+    _, class_name, method = mangled.split("ǁ")
+    return f"{class_name}.{method}"
+
+
+def _functions(tree: ast.AST) -> dict:
+    return {node.name: node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def _body_lines(source: str, node: ast.AST) -> list:
+    lines = ast.get_source_segment(source, node).splitlines()[1:]  # drop the def line (it holds the name)
+    return [re.sub(r"\s+", " ", line.split("# type: ignore # mutmut generated")[0]).strip() for line in lines]
+
+
+def describe(mutated_source: str, names: list) -> dict:
+    """Stable description of every mutant in ``names`` from the generated file ``mutated_source``."""
+    functions = _functions(ast.parse(mutated_source))
+    seen: dict = {}
+    out = {}
+    for name in names:
+        short = name.rsplit(".", 1)[1]  # x_f__mutmut_3 or xǁCǁm__mutmut_3
+        mangled = short.rsplit("__mutmut_", 1)[0]
+        original = _body_lines(mutated_source, functions[mangled + "__mutmut_orig"])
+        mutated = _body_lines(mutated_source, functions[short])
+        removed, added = [], []
+        for line in difflib.ndiff(original, mutated):
+            if line.startswith("- "):
+                removed.append(line[2:])
+            elif line.startswith("+ "):
+                added.append(line[2:])
+        text = f"{function_name(mangled)}: {' / '.join(removed)} -> {' / '.join(added) or '(deleted)'}"
+        seen[text] = seen.get(text, 0) + 1
+        out[name] = text if seen[text] == 1 else f"{text} [{seen[text]}]"
+    return out
+
+
+def load_equivalents() -> dict:
+    """{(module, description): reason} from docs/mutation/equivalent.toml."""
+    if not EQUIVALENTS.exists():
+        return {}
+    if tomllib is None:
+        raise SystemExit("scripts/mutation.py needs Python >= 3.11 (tomllib) to read equivalent.toml")
+    data = tomllib.loads(EQUIVALENTS.read_text())
+    return {(entry["module"], entry["mutant"].strip()): entry["reason"].strip() for entry in data.get("equivalent", [])}
+
+
+def write_config(workdir: Path, module: Module) -> None:
+    """The scratch copy's pyproject.toml: mutate one file, run its tests only, one worker per core."""
+    lines = [
+        "[tool.mutmut]",
+        'source_paths = ["fedca"]',
+        f"only_mutate = [{json.dumps(module.path)}]",
+        f"pytest_add_cli_args_test_selection = {json.dumps(list(module.tests))}",
+        'pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-p", "mutation_killers", "-W", "ignore"]',
+        'do_not_mutate_patterns = ["raise \\\\w+(Error|Exception)\\\\("]',
+        'process_isolation = "forkserver"',
+        "use_git_change_detection = false",
+        # CPU seconds per mutant: 2 * multiplier * (clean duration of its tests + constant).
+        "timeout_multiplier = 5.0",
+        "timeout_constant = 2.0",
+    ]
+    (workdir / "pyproject.toml").write_text("\n".join(lines) + "\n")
+
+
+def prepare(workdir: Path, module: Module, resume: bool) -> None:
+    if workdir.exists() and not resume:
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache")
+    for folder in ("fedca", "tests"):
+        if (workdir / folder).exists():
+            shutil.rmtree(workdir / folder)
+        shutil.copytree(ROOT / folder, workdir / folder, ignore=ignore)
+    (workdir / "plugin").mkdir(exist_ok=True)
+    (workdir / "plugin" / "mutation_killers.py").write_text(PLUGIN)
+    write_config(workdir, module)
+
+
+def baseline_tests(module: Module) -> tuple:
+    """The module's tests from before this mutation work: all but the ``tests/test_math_*`` files."""
+    return tuple(test for test in module.tests if not test.startswith("tests/test_math_"))
+
+
+def run_module(name: str, module: Module, jobs: int, build: Path, resume: bool,
+               equivalents: dict) -> ModuleResult:
+    workdir = build / name
+    prepare(workdir, module, resume)
+    killers_file = workdir / "killers.tsv"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
+               MUTATION_KILLERS=str(killers_file),
+               PYTHONPATH=os.pathsep.join([str(workdir / "plugin")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    mutmut = Path(sys.executable).with_name("mutmut")
+    start, cpu_start = time.monotonic(), _children_cpu()
+    with open(workdir / "mutmut.log", "w") as log:
+        code = subprocess.call([str(mutmut), "run", "--max-children", str(jobs)], cwd=workdir, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    seconds, cpu_seconds = time.monotonic() - start, _children_cpu() - cpu_start
+    if code != 0:
+        tail = (workdir / "mutmut.log").read_text()[-3000:]
+        raise SystemExit(f"mutation: mutmut failed for {name} (exit {code}); log tail:\n{tail}")
+    killers = {}
+    if killers_file.exists():
+        for line in killers_file.read_text().splitlines():
+            mutant, _, test = line.partition("\t")
+            killers.setdefault(mutant, test)
+    result = ModuleResult(name=name, path=module.path, tests=list(module.tests), seconds=round(seconds, 1),
+                          cpu_seconds=round(cpu_seconds, 1))
+    for meta in sorted((workdir / "mutants").rglob("*.py.meta")):
+        exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+        source = meta.with_suffix("").read_text()
+        descriptions = describe(source, sorted(exit_codes, key=_mutant_order))
+        for mutant_name in sorted(exit_codes, key=_mutant_order):
+            status = STATUS.get(exit_codes[mutant_name], "suspicious")
+            description = descriptions[mutant_name]
+            mutant = Mutant(name=mutant_name, function=description.split(":", 1)[0], description=description,
+                            status=status, killer=killers.get(mutant_name) if status == "killed" else None)
+            if status not in ("killed", "timeout"):
+                mutant.reason = equivalents.get((name, description))
+            result.mutants.append(mutant)
+    known = {mutant.description for mutant in result.mutants if mutant.status not in ("killed", "timeout")}
+    result.stale_equivalents = sorted(d for (m, d) in equivalents if m == name and d not in known)
+    return result
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of every finished child process (and their waited-for children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _mutant_order(mutant_name: str) -> tuple:
+    stem, _, number = mutant_name.rpartition("__mutmut_")
+    return stem, int(number)
+
+
+def to_json(result: ModuleResult) -> dict:
+    return {"path": result.path, "tests": result.tests, "seconds": result.seconds,
+            "cpu_seconds": result.cpu_seconds, **result.counts(),
+            "score": round(result.score(), 4),
+            "mutants": [{"name": m.name, "description": m.description, "status": m.status, "killer": m.killer,
+                         "reason": m.reason} for m in result.mutants],
+            "stale_equivalents": result.stale_equivalents}
+
+
+def markdown(report: dict, baseline: dict) -> str:
+    """The Markdown report: per-module table, survivors with reasons, baseline survivors and killers."""
+    out = ["# Mutation testing report", "",
+           "Generated by `scripts/mutation.py` (mutmut " + report["mutmut"] + "); do not edit by hand.",
+           f"Score = (killed + timeout) / (mutants - equivalent); target {THRESHOLD:.0%} per module.",
+           f"Modules here took {sum(m['seconds'] for m in report['modules'].values()) / 60:.1f} min of wall time and "
+           f"{sum(m['cpu_seconds'] for m in report['modules'].values()) / 60:.1f} CPU minutes with {report['jobs']} "
+           f"workers (load average at the end of the last run: {report['load']}); on two otherwise idle cores the "
+           "wall time is about half the CPU time.", "",
+           "| module | file | mutants | killed | timeout | survived | equivalent | score | wall s | CPU s |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, module in report["modules"].items():
+        out.append(f"| {name} | `{module['path']}` | {module['mutants']} | {module['killed']} | {module['timeout']} | "
+                   f"{module['survived']} | {module['equivalent']} | {module['score']:.1%} | {module['seconds']:.0f} | "
+                   f"{module['cpu_seconds']:.0f} |")
+    for name, module in report["modules"].items():
+        out += ["", f"## {name}", "", f"Tests: {', '.join('`' + t + '`' for t in module['tests'])}", ""]
+        survivors = [m for m in module["mutants"] if m["status"] not in ("killed", "timeout")]
+        if survivors:
+            out.append("Survivors (equivalent unless marked UNRESOLVED):")
+            out.append("")
+            for mutant in survivors:
+                why = mutant["reason"] or f"UNRESOLVED ({mutant['status']})"
+                out.append(f"- `{mutant['description']}` — {why}")
+        else:
+            out.append("No survivors.")
+        before = set(baseline.get(name, []))
+        now = {m["description"]: m for m in module["mutants"]}
+        killed_since = [(d, now[d]) for d in sorted(before) if d in now and now[d]["status"] in ("killed", "timeout")]
+        if killed_since:
+            out += ["", "Survivors of the baseline suite killed by the new tests:", ""]
+            for description, mutant in killed_since:
+                out.append(f"- `{description}` — killed by `{mutant['killer'] or mutant['status']}`")
+        if module["stale_equivalents"]:
+            out += ["", "Equivalents file entries that no longer match a survivor:", ""]
+            out += [f"- `{d}`" for d in module["stale_equivalents"]]
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modules", help=f"comma-separated subset of: {', '.join(MODULES)}")
+    parser.add_argument("--ci", action="store_true",
+                        help=f"the fast subset ({', '.join(CI_MODULES)}); exit 1 when a score is below {THRESHOLD:.0%}")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="mutants tested at once")
+    parser.add_argument("--build", type=Path, default=ROOT / "build" / "mutation", help="scratch folder")
+    parser.add_argument("--report-dir", type=Path, help="where report.md/.json go (default docs/mutation; "
+                                                        "build/mutation with --ci)")
+    parser.add_argument("--resume", action="store_true", help="keep mutmut's cached results in the scratch copies")
+    parser.add_argument("--baseline", action="store_true",
+                        help="record this run's unresolved survivors as docs/mutation/baseline.json")
+    args = parser.parse_args(argv)
+    names = list(CI_MODULES) if args.ci else (args.modules.split(",") if args.modules else list(MODULES))
+    unknown = [n for n in names if n not in MODULES]
+    if unknown:
+        print(f"mutation: unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}", file=sys.stderr)
+        return 2
+    modules_under_test = dict(MODULES)
+    if args.baseline:
+        modules_under_test = {n: Module(m.path, baseline_tests(m)) for n, m in MODULES.items()}
+        names = [n for n in names if modules_under_test[n].tests]
+        report_dir = args.report_dir or args.build / "baseline"
+    if not args.baseline:
+        report_dir = args.report_dir or (args.build if args.ci else DOCS)
+    equivalents = load_equivalents()
+    start = time.monotonic()
+    results = {}
+    for name in names:
+        result = run_module(name, modules_under_test[name], args.jobs, args.build, args.resume, equivalents)
+        counts = result.counts()
+        print(f"mutation: {name}: {result.score():.1%} ({counts['killed']} killed, {counts['timeout']} timeout, "
+              f"{counts['survived']} survived, {counts['equivalent']} equivalent of {counts['mutants']}) "
+              f"in {result.seconds:.0f} s", flush=True)
+        results[name] = result
+    from importlib.metadata import version
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report_json = report_dir / "report.json"
+    previous = json.loads(report_json.read_text())["modules"] if report_json.exists() and args.modules else {}
+    modules = {**previous, **{name: to_json(result) for name, result in results.items()}}
+    modules = {name: modules[name] for name in MODULES if name in modules}
+    report = {"mutmut": version("mutmut"), "jobs": args.jobs, "seconds": round(time.monotonic() - start, 1),
+              "load": " ".join(f"{x:.1f}" for x in os.getloadavg()), "threshold": THRESHOLD, "modules": modules}
+    report_json.write_text(json.dumps(report, indent=1) + "\n")
+    baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+    if args.baseline:
+        for name, result in results.items():
+            baseline[name] = sorted(m.description for m in result.mutants
+                                    if m.status not in ("killed", "timeout") and m.reason is None)
+        BASELINE.write_text(json.dumps(baseline, indent=1) + "\n")
+    (report_dir / "report.md").write_text(markdown(report, baseline))
+    print(f"mutation: report in {report_dir / 'report.md'} ({report['seconds'] / 60:.1f} min)")
+    failing = [name for name, result in results.items() if result.score() < THRESHOLD]
+    if failing:
+        print(f"mutation: below {THRESHOLD:.0%}: {', '.join(failing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
