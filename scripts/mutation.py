@@ -11,7 +11,7 @@ For each module of :data:`MODULES` the driver builds a scratch copy in ``build/m
 only that one file and selects only the module's test files), runs ``mutmut run`` there, and reads
 mutmut's per-mutant exit codes back. mutmut runs each mutant against the tests of the selection
 that execute the mutated function (from its stats run), fastest first, with ``-x`` and a CPU-time
-limit per mutant (``timeout_multiplier`` x the tests' clean duration, see :func:`write_config`).
+wall-clock and CPU-time limit per mutant (15 x the tests' clean duration + 45 s, see :func:`write_config`).
 A pytest plugin (:data:`PLUGIN`) records the test that failed first, i.e. the killer.
 
 Every mutant gets a stable description, ``Function: original line -> mutated line``, independent
@@ -134,6 +134,7 @@ class ModuleResult:
     tests: list
     seconds: float  # wall time of the mutmut run
     cpu_seconds: float  # CPU time of mutmut and all its workers (user + system)
+    rerun: bool = False  # only the previous survivors were re-tested (times are the re-test's)
     mutants: list = field(default_factory=list)
     stale_equivalents: list = field(default_factory=list)
 
@@ -214,9 +215,10 @@ def write_config(workdir: Path, module: Module) -> None:
         'do_not_mutate_patterns = ["raise \\\\w+(Error|Exception)\\\\("]',
         'process_isolation = "forkserver"',
         "use_git_change_detection = false",
-        # CPU seconds per mutant: 2 * multiplier * (clean duration of its tests + constant).
-        "timeout_multiplier = 5.0",
-        "timeout_constant = 2.0",
+        # Per mutant: wall limit multiplier * (clean duration of its tests + constant), CPU limit twice that.
+        # Generous on purpose: the machine is shared, and a slow-but-correct run must not pass for a timeout.
+        "timeout_multiplier = 15.0",
+        "timeout_constant = 3.0",
     ]
     (workdir / "pyproject.toml").write_text("\n".join(lines) + "\n")
 
@@ -240,19 +242,31 @@ def baseline_tests(module: Module) -> tuple:
     return tuple(test for test in module.tests if not test.startswith("tests/test_math_"))
 
 
-def run_module(name: str, module: Module, jobs: int, build: Path, resume: bool,
-               equivalents: dict) -> ModuleResult:
+def previous_survivors(workdir: Path) -> list:
+    """mutmut names of the mutants in ``workdir`` whose last result was neither killed nor timeout."""
+    names = []
+    for meta in (workdir / "mutants").rglob("*.py.meta"):
+        names += [n for n, code in json.loads(meta.read_text())["exit_code_by_key"].items()
+                  if STATUS.get(code, "suspicious") not in ("killed", "timeout")]
+    return sorted(names, key=_mutant_order)
+
+
+def run_module(name: str, module: Module, jobs: int, build: Path, resume: bool, equivalents: dict,
+               survivors_only: bool = False) -> ModuleResult:
     workdir = build / name
-    prepare(workdir, module, resume)
+    rerun = previous_survivors(workdir) if survivors_only and (workdir / "mutants").exists() else None
+    prepare(workdir, module, resume or rerun is not None)
     killers_file = workdir / "killers.tsv"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
                MUTATION_KILLERS=str(killers_file),
                PYTHONPATH=os.pathsep.join([str(workdir / "plugin")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     mutmut = Path(sys.executable).with_name("mutmut")
     start, cpu_start = time.monotonic(), _children_cpu()
-    with open(workdir / "mutmut.log", "w") as log:
-        code = subprocess.call([str(mutmut), "run", "--max-children", str(jobs)], cwd=workdir, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    command = [str(mutmut), "run", "--max-children", str(jobs)] + (rerun or [])
+    code = 0
+    if rerun != []:  # an empty list: every mutant was already killed
+        with open(workdir / "mutmut.log", "w") as log:
+            code = subprocess.call(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds, cpu_seconds = time.monotonic() - start, _children_cpu() - cpu_start
     if code != 0:
         tail = (workdir / "mutmut.log").read_text()[-3000:]
@@ -263,7 +277,7 @@ def run_module(name: str, module: Module, jobs: int, build: Path, resume: bool,
             mutant, _, test = line.partition("\t")
             killers.setdefault(mutant, test)
     result = ModuleResult(name=name, path=module.path, tests=list(module.tests), seconds=round(seconds, 1),
-                          cpu_seconds=round(cpu_seconds, 1))
+                          cpu_seconds=round(cpu_seconds, 1), rerun=rerun is not None)
     for meta in sorted((workdir / "mutants").rglob("*.py.meta")):
         exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
         source = meta.with_suffix("").read_text()
@@ -294,7 +308,7 @@ def _mutant_order(mutant_name: str) -> tuple:
 
 def to_json(result: ModuleResult) -> dict:
     return {"path": result.path, "tests": result.tests, "seconds": result.seconds,
-            "cpu_seconds": result.cpu_seconds, **result.counts(),
+            "cpu_seconds": result.cpu_seconds, "survivors_rerun": result.rerun, **result.counts(),
             "score": round(result.score(), 4),
             "mutants": [{"name": m.name, "description": m.description, "status": m.status, "killer": m.killer,
                          "reason": m.reason} for m in result.mutants],
@@ -340,6 +354,27 @@ def markdown(report: dict, baseline: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def write_report(report_dir: Path, results: dict, jobs: int, record_baseline: bool) -> None:
+    """Merge ``results`` into report.json (other modules keep their last results) and rewrite report.md."""
+    from importlib.metadata import version
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report_json = report_dir / "report.json"
+    previous = json.loads(report_json.read_text())["modules"] if report_json.exists() else {}
+    modules = {**previous, **{name: to_json(result) for name, result in results.items()}}
+    modules = {name: modules[name] for name in MODULES if name in modules}
+    report = {"mutmut": version("mutmut"), "jobs": jobs, "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+              "threshold": THRESHOLD, "modules": modules}
+    report_json.write_text(json.dumps(report, indent=1) + "\n")
+    baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+    if record_baseline:
+        for name, result in results.items():
+            baseline[name] = sorted(m.description for m in result.mutants
+                                    if m.status not in ("killed", "timeout") and m.reason is None)
+        BASELINE.write_text(json.dumps(baseline, indent=1) + "\n")
+    (report_dir / "report.md").write_text(markdown(report, baseline))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modules", help=f"comma-separated subset of: {', '.join(MODULES)}")
@@ -350,6 +385,8 @@ def main(argv=None) -> int:
     parser.add_argument("--report-dir", type=Path, help="where report.md/.json go (default docs/mutation; "
                                                         "build/mutation with --ci)")
     parser.add_argument("--resume", action="store_true", help="keep mutmut's cached results in the scratch copies")
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-test only the last run's survivors against the current tests (after adding tests)")
     parser.add_argument("--baseline", action="store_true",
                         help="record this run's unresolved survivors as docs/mutation/baseline.json")
     args = parser.parse_args(argv)
@@ -366,33 +403,17 @@ def main(argv=None) -> int:
     if not args.baseline:
         report_dir = args.report_dir or (args.build if args.ci else DOCS)
     equivalents = load_equivalents()
-    start = time.monotonic()
     results = {}
     for name in names:
-        result = run_module(name, modules_under_test[name], args.jobs, args.build, args.resume, equivalents)
+        result = run_module(name, modules_under_test[name], args.jobs, args.build, args.resume, equivalents,
+                            args.survivors)
         counts = result.counts()
         print(f"mutation: {name}: {result.score():.1%} ({counts['killed']} killed, {counts['timeout']} timeout, "
               f"{counts['survived']} survived, {counts['equivalent']} equivalent of {counts['mutants']}) "
-              f"in {result.seconds:.0f} s", flush=True)
+              f"in {result.seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU", flush=True)
         results[name] = result
-    from importlib.metadata import version
-
-    report_dir.mkdir(parents=True, exist_ok=True)
-    report_json = report_dir / "report.json"
-    previous = json.loads(report_json.read_text())["modules"] if report_json.exists() and args.modules else {}
-    modules = {**previous, **{name: to_json(result) for name, result in results.items()}}
-    modules = {name: modules[name] for name in MODULES if name in modules}
-    report = {"mutmut": version("mutmut"), "jobs": args.jobs, "seconds": round(time.monotonic() - start, 1),
-              "load": " ".join(f"{x:.1f}" for x in os.getloadavg()), "threshold": THRESHOLD, "modules": modules}
-    report_json.write_text(json.dumps(report, indent=1) + "\n")
-    baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
-    if args.baseline:
-        for name, result in results.items():
-            baseline[name] = sorted(m.description for m in result.mutants
-                                    if m.status not in ("killed", "timeout") and m.reason is None)
-        BASELINE.write_text(json.dumps(baseline, indent=1) + "\n")
-    (report_dir / "report.md").write_text(markdown(report, baseline))
-    print(f"mutation: report in {report_dir / 'report.md'} ({report['seconds'] / 60:.1f} min)")
+        write_report(report_dir, {name: result}, args.jobs, args.baseline)
+    print(f"mutation: report in {report_dir / 'report.md'}")
     failing = [name for name, result in results.items() if result.score() < THRESHOLD]
     if failing:
         print(f"mutation: below {THRESHOLD:.0%}: {', '.join(failing)}", file=sys.stderr)
