@@ -375,6 +375,28 @@ def write_report(report_dir: Path, results: dict, jobs: int, record_baseline: bo
     (report_dir / "report.md").write_text(markdown(report, baseline))
 
 
+README = ROOT / "README.md"
+README_START, README_END = "<!-- mutation-scores:start -->", "<!-- mutation-scores:end -->"
+
+
+def readme_table(report: dict) -> str:
+    """The README's per-module score table, generated from report.json (tests/test_mutation_report.py
+    checks that the README holds exactly this)."""
+    lines = ["| module | file | mutants | killed + timeout | equivalent | survived | score |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, module in report["modules"].items():
+        lines.append(f"| {name} | `{module['path']}` | {module['mutants']} | {module['killed'] + module['timeout']} | "
+                     f"{module['equivalent']} | {module['survived']} | {module['score']:.1%} |")
+    return "\n".join(lines)
+
+
+def update_readme(report: dict) -> None:
+    text = README.read_text()
+    head, _, rest = text.partition(README_START)
+    _, _, tail = rest.partition(README_END)
+    README.write_text(f"{head}{README_START}\n{readme_table(report)}\n{README_END}{tail}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modules", help=f"comma-separated subset of: {', '.join(MODULES)}")
@@ -385,11 +407,16 @@ def main(argv=None) -> int:
     parser.add_argument("--report-dir", type=Path, help="where report.md/.json go (default docs/mutation; "
                                                         "build/mutation with --ci)")
     parser.add_argument("--resume", action="store_true", help="keep mutmut's cached results in the scratch copies")
+    parser.add_argument("--readme", action="store_true",
+                        help="only rewrite README.md's score table from docs/mutation/report.json")
     parser.add_argument("--survivors", action="store_true",
                         help="re-test only the last run's survivors against the current tests (after adding tests)")
     parser.add_argument("--baseline", action="store_true",
                         help="record this run's unresolved survivors as docs/mutation/baseline.json")
     args = parser.parse_args(argv)
+    if args.readme:
+        update_readme(json.loads((DOCS / "report.json").read_text()))
+        return 0
     names = list(CI_MODULES) if args.ci else (args.modules.split(",") if args.modules else list(MODULES))
     unknown = [n for n in names if n not in MODULES]
     if unknown:
