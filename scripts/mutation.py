@@ -167,9 +167,9 @@ def _functions(tree: ast.AST) -> dict:
     return {node.name: node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
-def _body_lines(source: str, node: ast.AST) -> list:
-    lines = ast.get_source_segment(source, node).splitlines()[1:]  # drop the def line (it holds the name)
-    return [re.sub(r"\s+", " ", line.split("# type: ignore # mutmut generated")[0]).strip() for line in lines]
+def _body_lines(node: ast.AST) -> list:
+    """The function's statements as ``ast.unparse`` writes them (no comments, one spelling), one per line."""
+    return "\n".join(ast.unparse(statement) for statement in node.body).splitlines()
 
 
 def describe(mutated_source: str, names: list) -> dict:
@@ -180,14 +180,14 @@ def describe(mutated_source: str, names: list) -> dict:
     for name in names:
         short = name.rsplit(".", 1)[1]  # x_f__mutmut_3 or xǁCǁm__mutmut_3
         mangled = short.rsplit("__mutmut_", 1)[0]
-        original = _body_lines(mutated_source, functions[mangled + "__mutmut_orig"])
-        mutated = _body_lines(mutated_source, functions[short])
+        original = _body_lines(functions[mangled + "__mutmut_orig"])
+        mutated = _body_lines(functions[short])
         removed, added = [], []
         for line in difflib.ndiff(original, mutated):
             if line.startswith("- "):
-                removed.append(line[2:])
+                removed.append(line[2:].strip())
             elif line.startswith("+ "):
-                added.append(line[2:])
+                added.append(line[2:].strip())
         text = f"{function_name(mangled)}: {' / '.join(removed)} -> {' / '.join(added) or '(deleted)'}"
         seen[text] = seen.get(text, 0) + 1
         out[name] = text if seen[text] == 1 else f"{text} [{seen[text]}]"

@@ -99,7 +99,7 @@ def test_svd_metric_and_components_sign_rule_give_the_same_weights_here():
 
 def uploads_for(tables: torch.Tensor, mlp: torch.Tensor, samples: torch.Tensor) -> Uploads:
     n, num_items, dim = tables.shape
-    population = Population(user=torch.zeros(n, dim, dtype=torch.float64), items=tables.clone(), mlp=mlp.clone())
+    population = Population(user=torch.zeros(n, dim, dtype=tables.dtype), items=tables.clone(), mlp=mlp.clone())
     keys = torch.tensor([position * num_items + item for position in range(n) for item in (0, 1)])
     return Uploads(population, torch.arange(n), samples, keys, torch.ones(keys.numel(), dtype=torch.long))
 
@@ -132,16 +132,28 @@ def test_aggregate_sends_each_picked_client_its_weighted_mix():
     assert stats["w_nonzero"] == 2.0
 
 
-def test_aggregate_picks_a_uniform_subset_of_the_given_share():
-    n = 4
-    tables = torch.cat([TABLES, TABLES * 2])  # clients 2, 3 scale clients 0, 1
-    mlp = torch.arange(8, dtype=torch.float64).reshape(4, 2)
-    uploads = uploads_for(tables, mlp, torch.tensor([1, 3, 1, 3]))
-    downloads, _ = Composite(k_principal=1, agg_clients_ratio=0.5).aggregate(uploads, {}, context(seed=3))
-    picked = torch.randperm(n, generator=torch.Generator().manual_seed(3))[:2]  # the same raw draw
-    assert downloads.clients.tolist() == picked.tolist()
-    assert downloads.items.shape == (2, 3, 2) and downloads.mlp.shape == (2, 2)
-    assert downloads.stats["aggregated"] == 2
+@pytest.mark.parametrize("seed", [3, 11])
+def test_aggregate_picks_a_uniform_subset_of_the_given_share(seed):
+    n = 8
+    tables = torch.cat([TABLES * (c + 1) for c in range(4)])  # clients 2c, 2c + 1 scale clients 0, 1
+    mlp = torch.arange(16, dtype=torch.float64).reshape(8, 2)
+    uploads = uploads_for(tables, mlp, torch.tensor([1, 3] * 4))
+    downloads, _ = Composite(k_principal=1, agg_clients_ratio=0.5).aggregate(uploads, {}, context(seed=seed))
+    picked = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:4]  # the same raw draw
+    assert downloads.clients.tolist() == picked.tolist()  # 1 in 1680 to match by chance
+    assert downloads.items.shape == (4, 3, 2) and downloads.mlp.shape == (4, 2)
+    assert downloads.stats["aggregated"] == 4
+
+
+def test_aggregate_of_float32_uploads_mixes_in_float32():
+    uploads = uploads_for(TABLES.float(), torch.tensor([[1.0, 0.0], [0.0, 4.0]]), SAMPLES)
+    downloads, _ = Composite(k_principal=1, agg_clients_ratio=1.0).aggregate(uploads, {}, context())
+    assert downloads.items.dtype == torch.float32 and downloads.mlp.dtype == torch.float32
+    weights = expected_weights(0.25, 0.25, 1).float()
+    for row, client in enumerate(downloads.clients.tolist()):
+        # float32 rounding of the table entries (at most 2 in magnitude): a few ulps of 2
+        torch.testing.assert_close(downloads.items[row], weights[client, 0] * TABLES[0].float()
+                                   + weights[client, 1] * TABLES[1].float(), rtol=0, atol=1e-6)
 
 
 def test_aggregate_with_too_few_participants_sends_nothing():
