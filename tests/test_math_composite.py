@@ -183,3 +183,21 @@ def test_constructor_keeps_every_setting():
                     pca_sign_rule="components", weighting="uniform")
     assert (agg.k_principal, agg.agg_clients_ratio, agg.comp_sign, agg.comp_metric, agg.pca_sign_rule,
             agg.weighting) == (3, 0.2, -1, "svd", "components", "uniform")
+
+
+def test_the_sign_rule_reaches_the_similarity():
+    # client 1's rows in the other order: (0, 2), (0, -2), (0, 0). Its PC-1 scores are (2, -2, 0) under
+    # both rules (component (0, 1) and first score positive). Client 0's are (1, -1, 0) under "scores"
+    # but (-1, 1, 0) under "components" (component (1, 0)): distance sqrt(2) or sqrt(9 + 9) = 3 sqrt(2).
+    tables = TABLES.clone()
+    tables[1, :2] = tables[1, :2].flip(0)
+    _, by_scores, _ = Composite(k_principal=1).weight_matrix(tables, COUNTS, SAMPLES, 0.25, 0.25)
+    _, by_components, _ = Composite(k_principal=1, pca_sign_rule="components").weight_matrix(
+        tables, COUNTS, SAMPLES, 0.25, 0.25)
+    assert float(by_scores[0, 1]) == pytest.approx(-1 / (1 + math.sqrt(2)), abs=1e-15)
+    assert float(by_components[0, 1]) == pytest.approx(-1 / (1 + 3 * math.sqrt(2)), abs=1e-15)
+
+
+def test_switched_off_matrices_are_float64_zeros():
+    _, similarity, complementarity = Composite(k_principal=1).weight_matrix(TABLES.float(), COUNTS, SAMPLES, 0.0, 0.0)
+    assert similarity.dtype == torch.float64 and complementarity.dtype == torch.float64
