@@ -201,3 +201,18 @@ def test_the_sign_rule_reaches_the_similarity():
 def test_switched_off_matrices_are_float64_zeros():
     _, similarity, complementarity = Composite(k_principal=1).weight_matrix(TABLES.float(), COUNTS, SAMPLES, 0.0, 0.0)
     assert similarity.dtype == torch.float64 and complementarity.dtype == torch.float64
+
+
+def test_the_sign_rule_and_metric_reach_the_complementarity():
+    # client 1 now varies along the diagonal: rows (1, 1), (-1, -1), (0, 0), top direction +-(1, 1) / sqrt(2).
+    # "scores" makes the first trained item's score positive: b_0 = (-1, 0), b_1 = (1, 1) / sqrt(2), so the
+    # signed cosine is -1 / sqrt(2); "components" makes the largest entry positive: b_0 = (1, 0), +1 / sqrt(2).
+    # The svd metric takes the singular value, |cosine| = 1 / sqrt(2), whatever the signs.
+    tables = TABLES.clone()
+    tables[1] = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [0.0, 0.0]], dtype=torch.float64)
+    expected = {("greedy_signed", "scores"): -1 / math.sqrt(2), ("greedy_signed", "components"): 1 / math.sqrt(2),
+                ("svd", "scores"): 1 / math.sqrt(2)}
+    for (metric, rule), cosine in expected.items():
+        agg = Composite(k_principal=1, comp_metric=metric, pca_sign_rule=rule)
+        _, _, complementarity = agg.weight_matrix(tables, COUNTS, SAMPLES, 0.25, 0.25)
+        assert float(complementarity[0, 1]) == pytest.approx(cosine, abs=1e-12), (metric, rule)
