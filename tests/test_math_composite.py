@@ -216,3 +216,9 @@ def test_the_sign_rule_and_metric_reach_the_complementarity():
         agg = Composite(k_principal=1, comp_metric=metric, pca_sign_rule=rule)
         _, _, complementarity = agg.weight_matrix(tables, COUNTS, SAMPLES, 0.25, 0.25)
         assert float(complementarity[0, 1]) == pytest.approx(cosine, abs=1e-12), (metric, rule)
+
+
+def test_constructor_defaults_are_the_official_settings():
+    agg = Composite()
+    assert (agg.k_principal, agg.agg_clients_ratio, agg.comp_sign, agg.comp_metric, agg.pca_sign_rule,
+            agg.weighting) == (4, 0.1, 1, "greedy_signed", "scores", "samples")

@@ -27,9 +27,9 @@ def test_report_counts_add_up_and_equivalents_carry_reasons():
     report = json.loads((ROOT / "docs" / "mutation" / "report.json").read_text())
     assert report["modules"], "the report lists no module"
     for name, module in report["modules"].items():
-        statuses = [m["status"] for m in module["mutants"]]
+        statuses = [m["status"] for m in module["details"]]
         killed = statuses.count("killed") + statuses.count("timeout")
-        equivalent = sum(1 for m in module["mutants"] if m["status"] not in ("killed", "timeout") and m["reason"])
+        equivalent = sum(1 for m in module["details"] if m["status"] not in ("killed", "timeout") and m["reason"])
         assert module["mutants"] == len(statuses), name
         assert (module["killed"] + module["timeout"], module["equivalent"]) == (killed, equivalent), name
         assert module["survived"] == len(statuses) - killed - equivalent, name
