@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import fnmatch
 import json
 import os
 import re
@@ -132,9 +133,6 @@ class ModuleResult:
     name: str
     path: str
     tests: list
-    seconds: float  # wall time of the mutmut run
-    cpu_seconds: float  # CPU time of mutmut and all its workers (user + system)
-    rerun: bool = False  # the last run re-tested only the previous survivors (times add up all runs)
     mutants: list = field(default_factory=list)
     stale_equivalents: list = field(default_factory=list)
 
@@ -205,13 +203,13 @@ def load_equivalents() -> dict:
     return {(entry["module"], entry["mutant"].strip()): entry["reason"].strip() for entry in data.get("equivalent", [])}
 
 
-def write_config(workdir: Path, module: Module) -> None:
-    """The scratch copy's pyproject.toml: mutate one file, run its tests only, one worker per core."""
+def write_config(workdir: Path, paths: list, tests: list) -> None:
+    """The scratch copy's pyproject.toml: mutate ``paths``, select ``tests``, generous limits."""
     lines = [
         "[tool.mutmut]",
         'source_paths = ["fedca"]',
-        f"only_mutate = [{json.dumps(module.path)}]",
-        f"pytest_add_cli_args_test_selection = {json.dumps(list(module.tests))}",
+        f"only_mutate = {json.dumps(paths)}",
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         'pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-p", "mutation_killers", "-W", "ignore"]',
         'do_not_mutate_patterns = ["raise \\\\w+(Error|Exception)\\\\("]',
         'process_isolation = "forkserver"',
@@ -224,7 +222,7 @@ def write_config(workdir: Path, module: Module) -> None:
     (workdir / "pyproject.toml").write_text("\n".join(lines) + "\n")
 
 
-def prepare(workdir: Path, module: Module, resume: bool) -> None:
+def prepare(workdir: Path, paths: list, tests: list, resume: bool) -> None:
     if workdir.exists() and not resume:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +233,7 @@ def prepare(workdir: Path, module: Module, resume: bool) -> None:
         shutil.copytree(ROOT / folder, workdir / folder, ignore=ignore)
     (workdir / "plugin").mkdir(exist_ok=True)
     (workdir / "plugin" / "mutation_killers.py").write_text(PLUGIN)
-    write_config(workdir, module)
+    write_config(workdir, paths, tests)
 
 
 def baseline_tests(module: Module) -> tuple:
@@ -252,48 +250,60 @@ def previous_survivors(workdir: Path) -> list:
     return sorted(names, key=_mutant_order)
 
 
-def run_module(name: str, module: Module, jobs: int, build: Path, resume: bool, equivalents: dict,
-               survivors_only: bool = False, report_only: dict | None = None) -> ModuleResult:
-    """Run (or with ``report_only``, the module's previous report entry, only re-read) one module."""
-    workdir = build / name
-    if report_only is not None:
-        return read_results(name, module, workdir, report_only["seconds"], report_only["cpu_seconds"],
-                            report_only.get("survivors_rerun", False), equivalents)
+def group_name(names: list) -> str:
+    """The scratch folder of a set of modules (the same set always reuses the same folder)."""
+    if set(names) == set(MODULES):
+        return "all"
+    return "ci" if set(names) == set(CI_MODULES) else "+".join(sorted(names))
+
+
+def run_group(names: list, modules: dict, jobs: int, build: Path, resume: bool, survivors_only: bool) -> dict:
+    """One mutmut run over the modules ``names``: each file's mutants run against the tests of the union
+    of their test files that execute the mutated function. Returns the run's record (time, load)."""
+    workdir = build / group_name(names)
+    paths = [modules[name].path for name in names]
+    tests = list(dict.fromkeys(test for name in names for test in modules[name].tests))
     rerun = previous_survivors(workdir) if survivors_only and (workdir / "mutants").exists() else None
-    prepare(workdir, module, resume or rerun is not None)
-    killers_file = workdir / "killers.tsv"
+    prepare(workdir, paths, tests, resume or rerun is not None)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
-               MUTATION_KILLERS=str(killers_file),
+               MUTATION_KILLERS=str(workdir / "killers.tsv"),
                PYTHONPATH=os.pathsep.join([str(workdir / "plugin")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     mutmut = Path(sys.executable).with_name("mutmut")
     start, cpu_start = time.monotonic(), _children_cpu()
-    command = [str(mutmut), "run", "--max-children", str(jobs)] + (rerun or [])
     code = 0
     if rerun != []:  # an empty list: every mutant was already killed
         with open(workdir / "mutmut.log", "w") as log:
-            code = subprocess.call(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    seconds, cpu_seconds = time.monotonic() - start, _children_cpu() - cpu_start
+            code = subprocess.call([str(mutmut), "run", "--max-children", str(jobs)] + (rerun or []), cwd=workdir,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
     if code != 0:
         tail = (workdir / "mutmut.log").read_text()[-3000:]
-        raise SystemExit(f"mutation: mutmut failed for {name} (exit {code}); log tail:\n{tail}")
-    return read_results(name, module, workdir, seconds, cpu_seconds, rerun is not None, equivalents)
+        raise SystemExit(f"mutation: mutmut failed for {', '.join(names)} (exit {code}); log tail:\n{tail}")
+    return {"modules": names, "seconds": round(time.monotonic() - start, 1),
+            "cpu_seconds": round(_children_cpu() - cpu_start, 1), "jobs": jobs, "survivors_only": rerun is not None,
+            "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}
 
 
-def read_results(name: str, module: Module, workdir: Path, seconds: float, cpu_seconds: float, rerun: bool,
-                 equivalents: dict) -> ModuleResult:
-    """The module's mutants, statuses, killers and equivalence reasons from mutmut's files in ``workdir``."""
+def module_of(path: str, names: list) -> str | None:
+    """The module of ``names`` whose path pattern matches the source file ``path`` (relative)."""
+    return next((name for name in names if fnmatch.fnmatch(path, MODULES[name].path)), None)
+
+
+def read_results(names: list, modules: dict, workdir: Path, equivalents: dict) -> dict:
+    """{module: ModuleResult} with every mutant's status, killer and equivalence reason, from ``workdir``."""
     killers_file = workdir / "killers.tsv"
     killers = {}
     if killers_file.exists():
         for line in killers_file.read_text().splitlines():
             mutant, _, test = line.partition("\t")
             killers.setdefault(mutant, test)
-    result = ModuleResult(name=name, path=module.path, tests=list(module.tests), seconds=round(seconds, 1),
-                          cpu_seconds=round(cpu_seconds, 1), rerun=rerun)
+    results = {name: ModuleResult(name=name, path=modules[name].path, tests=list(modules[name].tests))
+               for name in names}
     for meta in sorted((workdir / "mutants").rglob("*.py.meta")):
+        name = module_of(meta.with_suffix("").relative_to(workdir / "mutants").as_posix(), names)
+        if name is None:
+            continue
         exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
-        source = meta.with_suffix("").read_text()
-        descriptions = describe(source, sorted(exit_codes, key=_mutant_order))
+        descriptions = describe(meta.with_suffix("").read_text(), sorted(exit_codes, key=_mutant_order))
         for mutant_name in sorted(exit_codes, key=_mutant_order):
             status = STATUS.get(exit_codes[mutant_name], "suspicious")
             description = descriptions[mutant_name]
@@ -301,10 +311,11 @@ def read_results(name: str, module: Module, workdir: Path, seconds: float, cpu_s
                             status=status, killer=killers.get(mutant_name) if status == "killed" else None)
             if status not in ("killed", "timeout"):
                 mutant.reason = equivalents.get((name, description))
-            result.mutants.append(mutant)
-    known = {mutant.description for mutant in result.mutants if mutant.status not in ("killed", "timeout")}
-    result.stale_equivalents = sorted(d for (m, d) in equivalents if m == name and d not in known)
-    return result
+            results[name].mutants.append(mutant)
+    for name, result in results.items():
+        known = {m.description for m in result.mutants if m.status not in ("killed", "timeout")}
+        result.stale_equivalents = sorted(d for (m, d) in equivalents if m == name and d not in known)
+    return results
 
 
 def _children_cpu() -> float:
@@ -319,8 +330,7 @@ def _mutant_order(mutant_name: str) -> tuple:
 
 
 def to_json(result: ModuleResult) -> dict:
-    return {"path": result.path, "tests": result.tests, "seconds": result.seconds,
-            "cpu_seconds": result.cpu_seconds, "survivors_rerun": result.rerun, **result.counts(),
+    return {"path": result.path, "tests": result.tests, **result.counts(),
             "score": round(result.score(), 4),
             "details": [{"name": m.name, "description": m.description, "status": m.status, "killer": m.killer,
                          "reason": m.reason} for m in result.mutants],
@@ -332,16 +342,17 @@ def markdown(report: dict, baseline: dict) -> str:
     out = ["# Mutation testing report", "",
            "Generated by `scripts/mutation.py` (mutmut " + report["mutmut"] + "); do not edit by hand.",
            f"Score = (killed + timeout) / (mutants - equivalent); target {THRESHOLD:.0%} per module.",
-           f"Modules here took {sum(m['seconds'] for m in report['modules'].values()) / 60:.1f} min of wall time and "
-           f"{sum(m['cpu_seconds'] for m in report['modules'].values()) / 60:.1f} CPU minutes with "
-           f"{'/'.join(sorted({str(m.get('jobs')) for m in report['modules'].values()}))} workers (load average at the end of the last run: {report['load']}); on two otherwise idle cores the "
-           "wall time is about half the CPU time.", "",
-           "| module | file | mutants | killed | timeout | survived | equivalent | score | wall s | CPU s |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "", "Runs (each one mutmut session over the listed modules):", ""]
+    for run in report["runs"]:
+        out.append(f"- {', '.join(run['modules'])}: {run['seconds'] / 60:.1f} min wall, {run['cpu_seconds'] / 60:.1f} "
+                   f"CPU min, {run['jobs']} workers, load average at the end {run['load']}"
+                   + (" (survivors re-tested)" if run["survivors_only"] else ""))
+    out += ["", "On two otherwise idle cores the wall time is about half the CPU time.", "",
+            "| module | file | mutants | killed | timeout | survived | equivalent | score |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, module in report["modules"].items():
         out.append(f"| {name} | `{module['path']}` | {module['mutants']} | {module['killed']} | {module['timeout']} | "
-                   f"{module['survived']} | {module['equivalent']} | {module['score']:.1%} | {module['seconds']:.0f} | "
-                   f"{module['cpu_seconds']:.0f} |")
+                   f"{module['survived']} | {module['equivalent']} | {module['score']:.1%} |")
     for name, module in report["modules"].items():
         out += ["", f"## {name}", "", f"Tests: {', '.join('`' + t + '`' for t in module['tests'])}", ""]
         survivors = [m for m in module["details"] if m["status"] not in ("killed", "timeout")]
@@ -374,19 +385,22 @@ def markdown(report: dict, baseline: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(report_dir: Path, results: dict, jobs: int, record_baseline: bool) -> None:
-    """Merge ``results`` into report.json (other modules keep their last results) and rewrite report.md."""
+def write_report(report_dir: Path, results: dict, run: dict | None, record_baseline: bool) -> None:
+    """Merge ``results`` into report.json (other modules keep their last results), record ``run``
+    (a re-test of survivors is listed after the run it continues) and rewrite report.md."""
     from importlib.metadata import version
 
     report_dir.mkdir(parents=True, exist_ok=True)
     report_json = report_dir / "report.json"
-    previous = json.loads(report_json.read_text())["modules"] if report_json.exists() else {}
-    modules = {**previous, **{name: {**to_json(result), "jobs": previous.get(name, {}).get("jobs", jobs)
-                                     if result.seconds == previous.get(name, {}).get("seconds") else jobs}
-                              for name, result in results.items()}}
+    previous = json.loads(report_json.read_text()) if report_json.exists() else {"modules": {}, "runs": []}
+    modules = {**previous["modules"], **{name: to_json(result) for name, result in results.items()}}
     modules = {name: modules[name] for name in MODULES if name in modules}
-    report = {"mutmut": version("mutmut"), "jobs": jobs, "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-              "threshold": THRESHOLD, "modules": modules}
+    runs = previous.get("runs", [])
+    if run is not None:
+        if not run["survivors_only"]:  # a full run replaces every earlier record of its modules
+            runs = [r for r in runs if not set(r["modules"]) & set(run["modules"])]
+        runs.append(run)
+    report = {"mutmut": version("mutmut"), "threshold": THRESHOLD, "runs": runs, "modules": modules}
     report_json.write_text(json.dumps(report, indent=1) + "\n")
     baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     if record_baseline:
@@ -454,22 +468,18 @@ def main(argv=None) -> int:
     if not args.baseline:
         report_dir = args.report_dir or (args.build if args.ci else DOCS)
     equivalents = load_equivalents()
-    previous = json.loads((report_dir / "report.json").read_text())["modules"] if (report_dir / "report.json").exists() else {}
-    if args.report_only:
-        names = [n for n in names if n in previous and (args.build / n / "mutants").exists()]
-    results = {}
-    for name in names:
-        result = run_module(name, modules_under_test[name], args.jobs, args.build, args.resume, equivalents,
-                            args.survivors, previous.get(name) if args.report_only else None)
-        if args.survivors and name in previous:  # the module's time: its full run plus every re-test since
-            result.seconds = round(result.seconds + previous[name]["seconds"], 1)
-            result.cpu_seconds = round(result.cpu_seconds + previous[name]["cpu_seconds"], 1)
+    run = None
+    if not args.report_only:
+        run = run_group(names, modules_under_test, args.jobs, args.build, args.resume, args.survivors)
+    results = read_results(names, modules_under_test, args.build / group_name(names), equivalents)
+    results = {name: result for name, result in results.items() if result.mutants}
+    for name, result in results.items():
         counts = result.counts()
         print(f"mutation: {name}: {result.score():.1%} ({counts['killed']} killed, {counts['timeout']} timeout, "
-              f"{counts['survived']} survived, {counts['equivalent']} equivalent of {counts['mutants']}) "
-              f"in {result.seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU", flush=True)
-        results[name] = result
-        write_report(report_dir, {name: result}, args.jobs, args.baseline)
+              f"{counts['survived']} survived, {counts['equivalent']} equivalent of {counts['mutants']})")
+    if run is not None:
+        print(f"mutation: {run['seconds'] / 60:.1f} min wall, {run['cpu_seconds'] / 60:.1f} CPU min")
+    write_report(report_dir, results, run, args.baseline)
     print(f"mutation: report in {report_dir / 'report.md'}")
     failing = [name for name, result in results.items() if result.score() < THRESHOLD]
     if failing:
