@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import fcntl
 import fnmatch
 import json
 import os
@@ -388,9 +389,17 @@ def markdown(report: dict, baseline: dict) -> str:
 def write_report(report_dir: Path, results: dict, run: dict | None, record_baseline: bool) -> None:
     """Merge ``results`` into report.json (other modules keep their last results), record ``run``
     (a re-test of survivors is listed after the run it continues) and rewrite report.md."""
-    from importlib.metadata import version
 
     report_dir.mkdir(parents=True, exist_ok=True)
+    (ROOT / "build").mkdir(exist_ok=True)
+    with open(ROOT / "build" / "mutation-report.lock", "w") as lock:  # groups may run side by side
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _merge_report(report_dir, results, run, record_baseline)
+
+
+def _merge_report(report_dir: Path, results: dict, run: dict | None, record_baseline: bool) -> None:
+    from importlib.metadata import version
+
     report_json = report_dir / "report.json"
     previous = json.loads(report_json.read_text()) if report_json.exists() else {"modules": {}, "runs": []}
     modules = {**previous["modules"], **{name: to_json(result) for name, result in results.items()}}
