@@ -213,6 +213,7 @@ def write_config(workdir: Path, paths: list, tests: list) -> None:
     lines = [
         "[tool.mutmut]",
         'source_paths = ["fedca"]',
+        'also_copy = ["conf"]',  # the Hydra config tree, found beside the package
         f"only_mutate = {json.dumps(paths)}",
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         'pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-p", "mutation_killers", "-W", "ignore"]',
@@ -232,7 +233,7 @@ def prepare(workdir: Path, paths: list, tests: list, resume: bool) -> None:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache")
-    for folder in ("fedca", "tests"):
+    for folder in ("fedca", "tests", "conf"):
         if (workdir / folder).exists():
             shutil.rmtree(workdir / folder)
         shutil.copytree(ROOT / folder, workdir / folder, ignore=ignore)
