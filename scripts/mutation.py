@@ -496,7 +496,8 @@ def main(argv=None) -> int:
     for name, result in results.items():
         counts = result.counts()
         print(f"mutation: {name}: {result.score():.1%} ({counts['killed']} killed, {counts['timeout']} timeout, "
-              f"{counts['survived']} survived, {counts['equivalent']} equivalent of {counts['mutants']})")
+              f"{counts['survived']} survived, {counts['equivalent']} equivalent, {counts['not_checked']} not checked "
+              f"of {counts['mutants']})")
     if run is not None:
         print(f"mutation: {run['seconds'] / 60:.1f} min wall, {run['cpu_seconds'] / 60:.1f} CPU min")
     write_report(report_dir, results, run, args.baseline)

@@ -174,3 +174,13 @@ def test_build_backbone_by_name():
     assert type(head) is PFedRecHead and head.bound == 0.25
     with pytest.raises(ValueError, match="unknown backbone 'mf'"):
         build_backbone("mf", [])
+
+
+def test_ncf_scores_each_client_with_its_own_user_vector():
+    # two clients, B = 3 items, d = 2 (so B != d), the same MLP
+    user = torch.tensor([[1.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
+    items = torch.tensor([[[3.0, 4.0], [0.0, -2.0], [1.0, 1.0]]] * 2, dtype=torch.float64)
+    mlp = NCF_MLP.expand(2, -1)
+    # client 0, item (1, 1): hidden (1 + 0.5, -1) -> (1.5, 0), out 2; client 1 (user 0): hidden (0.5 + v_0 * 0, -v_1)
+    # item (3, 4): (0.5, -4) -> 2 * 0.5 - 1 = 0; (0, -2): (0.5, 2) -> 1 + 6 - 1 = 6; (1, 1): (0.5, -1) -> 0
+    assert NCF([4, 2, 1]).score(user, items, mlp).tolist() == [[2.0, 8.0, 2.0], [0.0, 6.0, 0.0]]

@@ -171,3 +171,9 @@ def test_fedatt_rejects_an_unknown_norm_and_keeps_its_settings():
     assert (agg.step_size, agg.noise, agg.att_norm) == (0.7, 0.01, "fro")
     # layer 4 -> 2: weight [0, 8) shape (2, 4), bias [8, 10); layer 2 -> 1: weight [10, 12), bias [12, 13)
     assert list(agg._mlp_layers()) == [(0, 8, (2, 4)), (8, 10, (2,)), (10, 12, (1, 2)), (12, 13, (1,))]
+
+
+def test_fedavg_and_fedper_defaults():
+    assert FedAvg().weighting == "samples"
+    agg = FedPer(mlp_layers=[4, 3, 2, 1])  # two personal layers by default: only the first layer is shared
+    assert agg.weighting == "samples" and agg.columns.tolist() == list(range(15))
