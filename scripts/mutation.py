@@ -360,7 +360,7 @@ def markdown(report: dict, baseline: dict) -> str:
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, module in report["modules"].items():
         out.append(f"| {name} | `{module['path']}` | {module['mutants']} | {module['killed']} | {module['timeout']} | "
-                   f"{module['survived']} | {module['equivalent']} | {module['not_checked']} | {module['score']:.1%} |")
+                   f"{module['survived']} | {module['equivalent']} | {module['not_checked']} | {shown_score(module)} |")
     for name, module in report["modules"].items():
         out += ["", f"## {name}", "", f"Tests: {', '.join('`' + t + '`' for t in module['tests'])}", ""]
         survivors = [m for m in module["details"] if m["status"] not in ("killed", "timeout", "not checked")]
@@ -431,6 +431,11 @@ README = ROOT / "README.md"
 README_START, README_END = "<!-- mutation-scores:start -->", "<!-- mutation-scores:end -->"
 
 
+def shown_score(module: dict) -> str:
+    """The score as a percentage, or "not run" when the run never reached any of the module's mutants."""
+    return "not run" if module["not_checked"] == module["mutants"] else f"{module['score']:.1%}"
+
+
 def readme_table(report: dict) -> str:
     """The README's per-module score table, generated from report.json (tests/test_mutation_report.py
     checks that the README holds exactly this)."""
@@ -438,7 +443,7 @@ def readme_table(report: dict) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, module in report["modules"].items():
         lines.append(f"| {name} | `{module['path']}` | {module['mutants']} | {module['killed'] + module['timeout']} | "
-                     f"{module['equivalent']} | {module['survived']} | {module['not_checked']} | {module['score']:.1%} |")
+                     f"{module['equivalent']} | {module['survived']} | {module['not_checked']} | {shown_score(module)} |")
     return "\n".join(lines)
 
 
