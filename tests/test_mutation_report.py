@@ -3,6 +3,7 @@ report's counts add up from its per-mutant list (no silent gaps)."""
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -11,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def driver():
     spec = importlib.util.spec_from_file_location("mutation_driver", ROOT / "scripts" / "mutation.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
