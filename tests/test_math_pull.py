@@ -1,0 +1,92 @@
+"""pFedGraph's pull term (federation/pull.py): the gradient of
+``scale * <kappa, theta> / ||theta||``, which is ``scale * (kappa / ||theta|| - <kappa, theta> theta / ||theta||^3)``,
+worked out by hand on two clients with I = 2 items, d = 1, P = 1.
+
+Client 0: theta = (V_0, V_1, Theta) = (2, 4, 4), ||theta|| = 6; kappa = (1, 2, 0.5), <kappa, theta> = 12.
+Only item 0 is a compact (trained) row; item 1 enters through the constants fixed at the start.
+Client 1: theta = (0, 3, 4), ||theta|| = 5; kappa = (2, 1, 1), <kappa, theta> = 7; both items are rows.
+scale = sign * strength = -1 * 0.5.
+"""
+
+from types import SimpleNamespace
+
+import torch
+
+from fedca.aggregators.base import Anchors
+from fedca.federation.pull import AnchorPull
+
+FULL_ITEMS = torch.tensor([[[2.0], [4.0]], [[0.0], [3.0]]], dtype=torch.float64)  # [n, I, d]
+MLP = torch.tensor([[4.0], [4.0]], dtype=torch.float64)  # [n, P]
+KAPPA = Anchors(items=torch.tensor([[[1.0], [2.0]], [[2.0], [1.0]]], dtype=torch.float64),
+                mlp=torch.tensor([[0.5], [1.0]], dtype=torch.float64), strength=0.5, sign=-1)
+ROW_OWNER = torch.tensor([0, 1, 1])  # compact rows: client 0 item 0, client 1 items 0 and 1
+ROW_ITEMS = torch.tensor([0, 0, 1])
+TABLE = torch.tensor([[2.0], [0.0], [3.0]], dtype=torch.float64)  # [R, d]
+
+# expected gradients (scale -0.5):
+# client 0, row item 0: -0.5 * (1 / 6 - 12 * 2 / 216) = -0.5 * (1 / 18) = -1 / 36
+# client 0, mlp:        -0.5 * (0.5 / 6 - 12 * 4 / 216) = -0.5 * (-5 / 36) = 5 / 72
+# client 1, row item 0: -0.5 * (2 / 5 - 7 * 0 / 125) = -0.2
+# client 1, row item 1: -0.5 * (1 / 5 - 7 * 3 / 125) = -0.5 * (4 / 125) = -0.016
+# client 1, mlp:        -0.5 * (1 / 5 - 7 * 4 / 125) = -0.5 * (-3 / 125) = 0.012
+ROW_GRADS = [-1 / 36, -0.2, -0.016]
+MLP_GRADS = [5 / 72, 0.012]
+
+
+def pull():
+    return AnchorPull(KAPPA, FULL_ITEMS, ROW_OWNER, ROW_ITEMS, TABLE.clone(), MLP.clone())
+
+
+def step(busy_clients=2, busy_rows=3, active=(0, 1)):
+    return SimpleNamespace(busy_clients=busy_clients, busy_rows=busy_rows, active_dev=torch.tensor(active))
+
+
+def test_pull_gradient_of_every_active_client():
+    table_grad = torch.ones(3, 1, dtype=torch.float64)  # the pull adds to what is there
+    mlp_grad = torch.zeros(2, 1, dtype=torch.float64)
+    pull().add_grads(TABLE, MLP, table_grad, mlp_grad, step())
+    torch.testing.assert_close(table_grad[:, 0], 1 + torch.tensor(ROW_GRADS, dtype=torch.float64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(mlp_grad[:, 0], torch.tensor(MLP_GRADS, dtype=torch.float64), rtol=0, atol=1e-15)
+
+
+def test_constants_from_rows_outside_the_table_are_fixed_at_the_start():
+    anchor_pull = pull()
+    # client 0's untrained item 1 contributes kappa * V = 2 * 4 to the dot and 16 to the squared norm
+    torch.testing.assert_close(anchor_pull.rest_dot, torch.tensor([8.0, 0.0], dtype=torch.float64), rtol=0, atol=0)
+    torch.testing.assert_close(anchor_pull.rest_sq, torch.tensor([16.0, 0.0], dtype=torch.float64), rtol=0, atol=0)
+    assert anchor_pull.scale == -0.5
+    assert anchor_pull.row_offsets.tolist() == [0, 1, 3]
+    assert anchor_pull.kappa_rows[:, 0].tolist() == [1.0, 2.0, 1.0]
+
+
+def test_inactive_clients_get_no_pull():
+    table_grad = torch.zeros(3, 1, dtype=torch.float64)
+    mlp_grad = torch.zeros(2, 1, dtype=torch.float64)
+    pull().add_grads(TABLE, MLP, table_grad, mlp_grad, step(active=(1,)))
+    assert table_grad[0, 0] == 0.0 and mlp_grad[0, 0] == 0.0
+    torch.testing.assert_close(table_grad[1:, 0], torch.tensor(ROW_GRADS[1:], dtype=torch.float64), rtol=0, atol=1e-15)
+    assert abs(float(mlp_grad[1, 0]) - MLP_GRADS[1]) < 1e-15
+
+
+def test_only_the_busy_prefix_is_touched():
+    table_grad = torch.zeros(3, 1, dtype=torch.float64)
+    mlp_grad = torch.zeros(2, 1, dtype=torch.float64)
+    pull().add_grads(TABLE, MLP, table_grad, mlp_grad, step(busy_clients=1, busy_rows=1, active=(0,)))
+    assert abs(float(table_grad[0, 0]) - ROW_GRADS[0]) < 1e-15 and abs(float(mlp_grad[0, 0]) - MLP_GRADS[0]) < 1e-15
+    assert table_grad[1:].abs().sum() == 0 and mlp_grad[1].abs().sum() == 0
+
+
+def test_the_gradient_follows_the_current_rows_and_mlp():
+    # client 1 has moved to V = (0, 4) and Theta = 3 since the start: theta = (0, 4, 3), norm 5,
+    # <kappa, theta> = 0 + 4 + 3 = 7; row item 1: -0.5 * (1 / 5 - 7 * 4 / 125) = 0.012,
+    # mlp: -0.5 * (1 / 5 - 7 * 3 / 125) = -0.016
+    table = TABLE.clone()
+    table[2, 0] = 4.0
+    mlp = MLP.clone()
+    mlp[1, 0] = 3.0
+    table_grad = torch.zeros(3, 1, dtype=torch.float64)
+    mlp_grad = torch.zeros(2, 1, dtype=torch.float64)
+    pull().add_grads(table, mlp, table_grad, mlp_grad, step())
+    torch.testing.assert_close(table_grad[1:, 0], torch.tensor([-0.2, 0.012], dtype=torch.float64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(mlp_grad[1, 0], torch.tensor(-0.016, dtype=torch.float64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(table_grad[0, 0], torch.tensor(ROW_GRADS[0], dtype=torch.float64), rtol=0, atol=1e-15)
