@@ -110,5 +110,5 @@ def test_without_the_option_mlflow_is_never_imported_and_no_store_is_written(rea
     done = subprocess.run([sys.executable, "-c", script, *JOBS, "rounds=1", f"hydra.run.dir={folder}"],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in folder.iterdir()) == [".hydra", "checkpoint.pt", "config.yaml", "rounds.csv", "status.json",
-                                                         "summary.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [".hydra", "checkpoint.pt", "config.yaml", "per_user_test.csv",
+                                                         "rounds.csv", "status.json", "summary.json"]

@@ -14,7 +14,6 @@ Shapes: N target clients, I target items, N_s / I_s source clients / items, d di
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-import pandas as pd
 import torch
 
 from fedca.data.fed_data import FedData, RawIds
@@ -51,8 +50,8 @@ def _tokens(ids: RawIds) -> list:
 
 def _matching_items(source: SourceState, data: FedData) -> Tuple[torch.Tensor, torch.Tensor]:
     """(target rows [k], source rows [k]) of the items both datasets hold, by raw item token."""
-    where = torch.as_tensor(pd.Index(_tokens(source.raw_item_ids)).get_indexer(_tokens(data.raw_item_ids)),
-                            dtype=torch.int64)
+    row_of = {token: row for row, token in enumerate(_tokens(source.raw_item_ids))}  # ids are unique
+    where = torch.as_tensor([row_of.get(token, -1) for token in _tokens(data.raw_item_ids)], dtype=torch.int64)
     found = where >= 0
     return torch.nonzero(found).squeeze(1), where[found]
 
