@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from fedca.federation.population import Population
+from fedca.metrics.means import exact_mean
 
 USER_VECTORS = "user vectors"
 TRAINED_ITEMS = "trained item ids"
@@ -206,5 +207,5 @@ def weight_stats(weights: torch.Tensor) -> Dict[str, float]:
     """Diagnostics of a row-stochastic matrix W [m, m]: mean self-weight, row entropy, nonzeros per row."""
     safe = weights.clamp(min=1e-300)
     entropy = -(weights * safe.log()).sum(1)
-    return {"w_self": float(weights.diagonal().mean()), "w_entropy": float(entropy.mean()),
-            "w_nonzero": float((weights > 0).sum(1).double().mean())}
+    return {"w_self": exact_mean(weights.diagonal()), "w_entropy": exact_mean(entropy),
+            "w_nonzero": exact_mean((weights > 0).sum(1))}

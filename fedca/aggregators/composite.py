@@ -17,6 +17,7 @@ from fedca.aggregators.base import TRAINED_ITEMS, Aggregator, Downloads, data_we
 from fedca.aggregators.simplex import project_rows_to_simplex
 from fedca.aggregators.subspace import (complementarity_matrix, pca1_scores, principal_bases,
                                         similarity_matrix)
+from fedca.metrics.means import exact_mean
 
 
 class Composite(Aggregator):
@@ -67,7 +68,7 @@ class Composite(Aggregator):
         items = (mixing @ tables.reshape(m, -1)).reshape(tables.shape)  # [m, I, d]
         mlp = mixing @ uploads.mlp(picked)  # [m, P]
         stats = weight_stats(weights)
-        stats.update(s_mean=float(similarity.mean()), c_mean=float(complementarity.mean()), aggregated=m,
-                     untrained_share=float((counts == 0).double().mean()))
+        stats.update(s_mean=exact_mean(similarity), c_mean=exact_mean(complementarity), aggregated=m,
+                     untrained_share=exact_mean(counts == 0))
         return Downloads(kind="personal", items=items, mlp=mlp, clients=uploads.clients[picked],
                          keep_local=ctx.weights["interpolation"], stats=stats), state

@@ -17,6 +17,7 @@ import torch
 
 from fedca.aggregators.base import USER_VECTORS, Aggregator, Downloads, data_weights
 from fedca.aggregators.clustering import cluster_means, kmeans, stratified_sample
+from fedca.metrics.means import exact_mean
 
 
 class FedFast(Aggregator):
@@ -75,6 +76,6 @@ class FedFast(Aggregator):
         state = {"items": items, "mlp": mlp, "users": users,
                  "assignment": kmeans(users, self._num_clusters(users.shape[0]), ctx.generator)}
         stats = {"delegates": n, "propagated": int(candidates.numel()), "gamma": gamma,
-                 "rows_changed": float((total > 0).double().mean())}
+                 "rows_changed": exact_mean(total > 0)}
         return Downloads(kind="global", items=items, mlp=mlp, user_clients=candidates, user_delta=delta,
                          stats=stats), state

@@ -13,6 +13,7 @@ import torch
 from fedca.aggregators.base import Experts
 from fedca.data.fed_data import FedData
 from fedca.federation.population import Population
+from fedca.metrics.means import exact_mean
 from fedca.metrics.ranking import ranking_metrics
 from fedca.models.backbones import Backbone
 
@@ -93,4 +94,4 @@ def evaluate(population: Population, backbone: Backbone, data: FedData, split: s
              clients: Optional[torch.Tensor] = None) -> Dict[str, float]:
     """Mean over ``clients`` of ``user_metrics`` (same arguments)."""
     values = user_metrics(population, backbone, data, split, ks, ties, mode, experts, clients)
-    return {name: float(per_user.mean()) for name, per_user in values.items()}
+    return {name: exact_mean(per_user) for name, per_user in values.items()}

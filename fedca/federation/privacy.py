@@ -14,6 +14,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from fedca.metrics.means import exact_mean
+
 
 @dataclass
 class PrivacySettings:
@@ -50,6 +52,6 @@ def privatize(start_items: torch.Tensor, start_mlp: torch.Tensor, trained_items:
     if std > 0:
         items += std * torch.randn(items.shape, generator=generator, dtype=items.dtype).to(items.device)
         mlp += std * torch.randn(mlp.shape, generator=generator, dtype=mlp.dtype).to(mlp.device)
-    stats = {"noise_std": std, "clipped_share": float((factor < 1).double().mean()),
+    stats = {"noise_std": std, "clipped_share": exact_mean(factor < 1),
              "update_norm_median": float(norms.median())}
     return items, mlp, stats

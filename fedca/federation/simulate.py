@@ -16,6 +16,7 @@ from fedca.federation.merge import apply_downloads
 from fedca.federation.population import Population
 from fedca.federation.privacy import PrivacySettings, privatize
 from fedca.federation.unseen import UnseenClients, UnseenSettings, holdout_clients
+from fedca.metrics.means import exact_mean
 from fedca.models.backbones import Backbone, NonFiniteScores
 from fedca.seeding import generator
 
@@ -121,8 +122,8 @@ class Simulation:
         apply_downloads(self.population, downloads)
         self.schedule.observe(round_index, downloads.stats)
         aggregated = time.perf_counter()
-        record = {"round": round_index + 1, "train_loss": float(local.losses.mean()),
-                  "local_epochs_mean": float(local.epochs.double().mean()), "schedule": weights,
+        record = {"round": round_index + 1, "train_loss": exact_mean(local.losses),
+                  "local_epochs_mean": exact_mean(local.epochs), "schedule": weights,
                   "stats": downloads.stats, "privacy": privacy_stats}
         last = round_index == settings.rounds - 1
         if (round_index + 1) % settings.eval_every == 0 or last:
@@ -156,7 +157,7 @@ class Simulation:
                                    settings.eval_mode, experts, clients)}
         test = user_metrics(self.population, self.backbone, self.data, "test", settings.ks, settings.ties,
                             settings.eval_mode, experts, clients)
-        metrics["test"] = {name: float(values.mean()) for name, values in test.items()}
+        metrics["test"] = {name: exact_mean(values) for name, values in test.items()}
         self.test_users = UserMetrics(torch.arange(self.data.num_users) if clients is None else clients, test)
         if unseen and self.unseen is not None:
             metrics["unseen_test"] = self.unseen.evaluate(self.population, self.backbone, self.data,
