@@ -103,6 +103,7 @@ def _hydra_run(argv: list) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from fedca import __version__, data_commands, report_command
+    from fedca.leaderboard import command as leaderboard_command
 
     parser = argparse.ArgumentParser(
         prog="fedca", description="Experiment runner for personalized federated recommendation: "
@@ -110,11 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Examples: fedca run dataset=ml100k agg=composite | fedca run -m agg=fedavg,composite seed=0,1,2 | "
                "fedca data stats filmtrust | fedca report outputs/multirun/DATE/TIME --plot. `fedca run --help` lists every config group and key.")
     parser.add_argument("--version", action="version", version=f"fedca {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="{run,data,report,reproduce,upgrade-checkpoint}")
+    subparsers = parser.add_subparsers(dest="command", metavar="{run,data,report,leaderboard,reproduce,upgrade-checkpoint}")
     subparsers.add_parser("run", help="simulate federated rounds for a composed config (Hydra overrides)",
                           add_help=False)
     data_commands.add_parser(subparsers)
     report_command.add_parser(subparsers)
+    leaderboard_command.add_parser(subparsers)
     subparsers.add_parser("reproduce", help="run the reduced benchmark preset and check it against recorded values",
                           add_help=False)
     upgrade = subparsers.add_parser(
@@ -153,6 +155,10 @@ def main(argv: list | None = None) -> int:
 
         if args.command == "report":
             return report_command.command(args)
+        if args.command == "leaderboard":
+            from fedca.leaderboard import command as leaderboard_command
+
+            return leaderboard_command.command(args)
         if args.command == "upgrade-checkpoint":
             return _upgrade_checkpoints(args.paths)
         return data_commands.command(args)

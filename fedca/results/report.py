@@ -347,7 +347,7 @@ def _baseline_spec(baseline: str) -> tuple[str, str]:
     return (key, value) if value else ("agg", baseline)
 
 
-def _user_values(metric: str):
+def user_values(metric: str):
     """run_dir -> per-user values of ``metric`` (``test_hr@10`` reads column ``hr@10`` of the
     run's per_user_test.csv) as a Series by user, or None when the run has no such file."""
     column = metric[len("test_"):]
@@ -371,7 +371,7 @@ def baseline_comparison(complete: pd.DataFrame, baseline: str, metric: str) -> p
     if not (complete[key].astype(str) == value).any():
         raise FedcaError(f"--baseline {baseline}: no run has {key}={value}")
     try:
-        return compare_to_baseline(complete, key, value, metric, groups, per_user=_user_values(metric))
+        return compare_to_baseline(complete, key, value, metric, groups, per_user=user_values(metric))
     except ValueError as error:
         raise FedcaError(f"--baseline {baseline}: {error}") from None
 
