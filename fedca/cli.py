@@ -142,6 +142,10 @@ def main(argv: list | None = None) -> int:
     try:
         if argv and argv[0] == "run":
             return _hydra_run(argv[1:])
+        if argv and argv[0] == "leaderboard":
+            from fedca.leaderboard import command as leaderboard_command
+
+            return leaderboard_command.command(leaderboard_command.parse(argv[1:]))
         if argv and argv[0] == "reproduce":
             from fedca.reproduce import main as reproduce
 
@@ -155,10 +159,6 @@ def main(argv: list | None = None) -> int:
 
         if args.command == "report":
             return report_command.command(args)
-        if args.command == "leaderboard":
-            from fedca.leaderboard import command as leaderboard_command
-
-            return leaderboard_command.command(args)
         if args.command == "upgrade-checkpoint":
             return _upgrade_checkpoints(args.paths)
         return data_commands.command(args)

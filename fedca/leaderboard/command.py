@@ -14,13 +14,25 @@ from fedca.leaderboard.pipeline import Lock, out_dir, plan, run_steps
 from fedca.leaderboard.table import markdown, plot, tables, tuned_markdown
 from fedca.results.atomic import write_text
 
+HELP = "tune every method on validation, rerun the best on seeds, tabulate with significance"
+DESCRIPTION = ("For each dataset x method of a preset (conf/leaderboard/NAME.yaml): an Optuna search of the "
+               "same number of trials on a tuning seed, selected on validation; the best configuration rerun "
+               "on every seed under every protocol of the preset; then a table with mean ± std and paired "
+               "tests against the baseline. Every step resumes where a kill left it and is skipped once done.")
+
+
 def add_parser(subparsers) -> None:
-    board = subparsers.add_parser(
-        "leaderboard", help="tune every method on validation, rerun the best on seeds, tabulate with significance",
-        description="For each dataset x method of a preset (conf/leaderboard/NAME.yaml): an Optuna search of the "
-                    "same number of trials on a tuning seed, selected on validation; the best configuration rerun "
-                    "on every seed under every protocol of the preset; then a table with mean ± std and paired "
-                    "tests against the baseline. Every step resumes where a kill left it and is skipped once done.")
+    _arguments(subparsers.add_parser("leaderboard", help=HELP, description=DESCRIPTION))
+
+
+def parse(argv: list) -> argparse.Namespace:
+    """The leaderboard's arguments, options anywhere among the tokens."""
+    parser = argparse.ArgumentParser(prog="fedca leaderboard", description=DESCRIPTION)
+    _arguments(parser)
+    return parser.parse_intermixed_args(argv)
+
+
+def _arguments(board: argparse.ArgumentParser) -> None:
     board.add_argument("tokens", nargs="+", metavar="+leaderboard=NAME [KEY=VALUE ...]",
                        help=f"the preset ({', '.join(available())}) and overrides of its fields, e.g. trials=4 "
                             "'datasets=[ml100k]' rounds=20")
