@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 BIN = Path(sys.executable).parent
 JOBS = ["dataset=filmtrust", "rounds=2", "local_epochs=1", "progress=false", "threads=1", "agg=composite",

@@ -37,6 +37,7 @@ def run(command: list, cwd: Path, env: dict, timeout: int) -> subprocess.Complet
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_the_wheel_installed_outside_the_checkout_runs(tmp_path, data_dir):
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(FEDCA_DATA_DIR=str(data_dir), FEDCA_CACHE_DIR=str(tmp_path / "cache"), PIP_DISABLE_PIP_VERSION_CHECK="1")
