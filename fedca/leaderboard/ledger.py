@@ -48,10 +48,21 @@ class Ledger:
         path = self.folder / "preset.json"
         if path.is_file():
             self._check_agrees(json.loads(path.read_text()), preset)
-        text = json.dumps(preset, indent=2, sort_keys=True) + "\n"
+        text = json.dumps(preset, indent=2) + "\n"  # in preset order: the tables keep it
         if not path.is_file() or path.read_text() != text:
             write_text(path, text)
         self.preset = preset
+
+    @classmethod
+    def read(cls, folder: Path) -> "Ledger":
+        """The ledger in ``folder`` as recorded, for reading only (nothing is written)."""
+        ledger = cls.__new__(cls)
+        ledger.folder, ledger.lock = Path(folder), threading.Lock()
+        try:
+            ledger.preset = json.loads((ledger.folder / "preset.json").read_text())
+        except (OSError, ValueError) as error:
+            raise FedcaError(f"{folder}: no readable ledger ({error})") from None
+        return ledger
 
     def _check_agrees(self, old: dict, new: dict) -> None:
         clashes = [key for key in new["recorded"] if old.get("recorded", {}).get(key) != new["recorded"][key]]

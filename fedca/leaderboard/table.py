@@ -134,3 +134,10 @@ def plot(frames: Dict[str, pd.DataFrame], preset: dict, path: Path) -> bool:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return True
+
+
+def readme_table(folder: Path) -> str:
+    """The README's leaderboard: the tables and tuned configurations of the ledger in ``folder``."""
+    ledger = Ledger.read(folder)
+    frames = tables(ledger)
+    return markdown(frames, ledger.preset) + "\n" + tuned_markdown(frames["tuned"])

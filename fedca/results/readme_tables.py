@@ -15,22 +15,25 @@ from pathlib import Path
 import pandas as pd
 
 from fedca.errors import FedcaError
+from fedca.leaderboard.table import readme_table
 from fedca.results.report import aggregate, to_markdown
 
 RESULTS_DIR = Path("docs") / "results"
-MARKER = re.compile(r"<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.DOTALL)
+MARKER = re.compile(r"<!-- table:(?P<name>[\w/-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.DOTALL)
 
 
 @dataclass(frozen=True)
 class TableSpec:
     """What one README table shows of its results.csv."""
 
-    metrics: tuple
+    metrics: tuple = ()
     mix_protocols: bool = False  # the table sets protocols side by side (each row stays one protocol)
+    leaderboard: bool = False  # docs/results/<name>/ is a leaderboard ledger (fedca.leaderboard.table)
 
 
 TABLES = {
     "fedca_vs_fedavg": TableSpec(metrics=("test_hr@10", "test_ndcg@10"), mix_protocols=True),
+    "leaderboard/strict": TableSpec(leaderboard=True),
 }
 
 
@@ -49,7 +52,8 @@ def render(results_csv: Path, spec: TableSpec) -> str:
 
 def render_all(repo: Path) -> dict:
     """{name: markdown table} for every table in TABLES, from the repository's docs/results."""
-    return {name: render(results_path(repo, name), spec) for name, spec in TABLES.items()}
+    return {name: readme_table(Path(repo) / RESULTS_DIR / name) if spec.leaderboard
+            else render(results_path(repo, name), spec) for name, spec in TABLES.items()}
 
 
 def marked_tables(readme: str) -> dict:
