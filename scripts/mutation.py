@@ -458,7 +458,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modules", help=f"comma-separated subset of: {', '.join(MODULES)}")
     parser.add_argument("--ci", action="store_true",
-                        help=f"the fast subset ({', '.join(CI_MODULES)}); exit 1 when a score is below {THRESHOLD:.0%}")
+                        help=f"the fast subset ({', '.join(CI_MODULES)}); exit 1 when a score is below {THRESHOLD * 100:.0f}%%")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="mutants tested at once")
     parser.add_argument("--build", type=Path, default=ROOT / "build" / "mutation", help="scratch folder")
     parser.add_argument("--report-dir", type=Path, help="where report.md/.json go (default docs/mutation; "
