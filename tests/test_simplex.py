@@ -72,3 +72,11 @@ def test_dtype_is_preserved(dtype):
 def test_invalid_input_raises_value_error(bad):
     with pytest.raises(ValueError):
         project_rows_to_simplex(bad)
+
+
+def test_a_float32_row_is_projected_in_float64():
+    # v = (1e8, 0.5, 0.25, -1e8) is exact in float32. The projection is (1, 0, 0, 0): tau = 1e8 - 1,
+    # which float64 holds exactly; in float32 (spacing 8 at 1e8) tau rounds to 1e8 and the row
+    # would project to all zeros.
+    v = torch.tensor([[1e8, 0.5, 0.25, -1e8]], dtype=torch.float32)
+    assert project_rows_to_simplex(v).tolist() == [[1.0, 0.0, 0.0, 0.0]]
