@@ -1,4 +1,4 @@
-"""FedFast and PerFedRec: server steps against transcriptions of ALGORITHMS.md §4–5, the
+"""FedFast and PerFedRec: server steps against transcriptions of docs/methods/fedfast.md and perfedrec.md, the
 seeded k-means and stratified sampling, and one property each that FedAvg would not have."""
 
 import numpy as np

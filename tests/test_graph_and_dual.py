@@ -1,4 +1,4 @@
-"""pFedGraph and PFedRec: server steps against transcriptions of ALGORITHMS.md §6–7, the
+"""pFedGraph and PFedRec: server steps against transcriptions of docs/methods/pfedgraph.md and pfedrec.md, the
 anchor pull's gradient against autograd, PFedRec's batched local training against a plain
 per-client SGD loop, and one property each that FedAvg would not have."""
 

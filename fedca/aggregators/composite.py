@@ -1,4 +1,4 @@
-"""FedCA composite aggregation (Zhang et al., "Beyond Similarity", 2024; ALGORITHMS.md §8).
+"""FedCA composite aggregation (Zhang et al., "Beyond Similarity", 2024; docs/methods/composite.md).
 
 Per round, for a uniform subset A of m = floor(n * agg_clients_ratio) participants:
 

@@ -1,5 +1,5 @@
 """FedAtt (Ji et al., "Learning Private Neural Language Modeling with Attentive Aggregation",
-IJCNN 2019; official code shaoxiongji/fed-att; ALGORITHMS.md §3).
+IJCNN 2019; official code shaoxiongji/fed-att; docs/methods/fedatt.md).
 
 The server keeps one global model w. For every layer l (the item table; each MLP weight and
 bias), with w_i the participants' trained copies:

@@ -1,4 +1,4 @@
-"""FedAvg (McMahan et al., AISTATS 2017; ALGORITHMS.md §1.1).
+"""FedAvg (McMahan et al., AISTATS 2017; docs/methods/fedavg.md).
 
 The server averages the shared block (item table, and the MLP for NCF) over this round's
 participants, weighted by training instances (``samples``) or uniformly; every client replaces

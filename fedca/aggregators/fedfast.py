@@ -1,5 +1,5 @@
 """FedFast (Muhammad et al., "FedFast: Going Beyond Average for Faster Training of Federated
-Recommender Systems", KDD 2020; no official code; ALGORITHMS.md §4, reconstructed there).
+Recommender Systems", KDD 2020; no official code; docs/methods/fedfast.md, reconstructed there).
 
 The server holds every user's vector (declared in ``reveals``). Each round:
 

@@ -1,4 +1,4 @@
-"""FedPer (Arivazhagan et al., "Federated Learning with Personalization Layers", 2019; ALGORITHMS.md §2).
+"""FedPer (Arivazhagan et al., "Federated Learning with Personalization Layers", 2019; docs/methods/fedper.md).
 
 The model is split into base layers, aggregated by FedAvg, and personalization layers that
 never leave the client. On the NCF backbone the base is the item table plus the first MLP

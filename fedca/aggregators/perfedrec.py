@@ -1,6 +1,6 @@
 """PerFedRec (Luo, Xiao, Song, "Personalized Federated Recommendation via Joint Representation
 Learning, User Clustering, and Model Adaptation", CIKM 2022; official code sichunluo/PerFedRec;
-ALGORITHMS.md §5) on the MF/NCF backbones.
+docs/methods/perfedrec.md) on the MF/NCF backbones.
 
 Each round the server keeps a global block omega (unweighted mean of the participants' (V, Theta))
 and K cluster blocks omega_c (mean over the participants of cluster c under the clustering the

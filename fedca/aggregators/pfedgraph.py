@@ -1,5 +1,5 @@
 """pFedGraph (Ye et al., "Personalized Federated Learning with Inferred Collaboration Graphs",
-ICML 2023; official code MediaBrain-SJTU/pFedGraph; ALGORITHMS.md §6).
+ICML 2023; official code MediaBrain-SJTU/pFedGraph; docs/methods/pfedgraph.md).
 
 With theta_i = (V_i, Theta_i) the participants' trained blocks and theta^0 the initial global
 block (fixed for the run), the server infers a collaboration graph:

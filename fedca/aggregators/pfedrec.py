@@ -1,5 +1,5 @@
 """PFedRec (Zhang et al., "Dual Personalization on Federated Recommendation", IJCAI 2023;
-official code Zhangcx19/IJCAI-23-PFedRec; ALGORITHMS.md §7). Use with ``model=pfedrec``.
+official code Zhangcx19/IJCAI-23-PFedRec; docs/methods/pfedrec.md). Use with ``model=pfedrec``.
 
 The score function (w_i, b_i) never leaves the client. The server averages the participants'
 item tables without weights; a participant loads that global table just before it trains

@@ -1,4 +1,4 @@
-"""Batched Euclidean projection onto the probability simplex (ALGORITHMS.md §0.4).
+"""Batched Euclidean projection onto the probability simplex (docs/methods/simplex.md).
 
 The projection of ``v`` onto ``{x : x >= 0, sum(x) = 1}`` is ``max(v - tau, 0)`` for one scalar
 threshold ``tau`` per row, found from the descending sort of the row. It replaces the per-row

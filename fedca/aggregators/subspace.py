@@ -1,4 +1,4 @@
-"""Batched PCA, model similarity and subspace complementarity for FedCA (ALGORITHMS.md §8.1, §8.4).
+"""Batched PCA, model similarity and subspace complementarity for FedCA (docs/methods/composite.md).
 
 Shapes: ``m`` aggregated clients, ``I`` items, ``d`` embedding dimensions, ``k`` principal
 components. Everything is computed in float64 on the input's device, with no Python loop over
@@ -9,7 +9,7 @@ clients or client pairs:
 - :func:`principal_bases` — each client's top-``k`` principal directions of its count-weighted
   training rows (step 3);
 - :func:`complementarity_matrix` — ``C`` from pairs of bases, by the reference code's greedy
-  signed matching or by true principal angles (step 6, §8.3 D4).
+  signed matching or by true principal angles (step 6, D4).
 
 PCA sign conventions (:data:`SIGN_RULES`) follow scikit-learn's ``svd_flip``:
 
@@ -52,7 +52,7 @@ def _sign_of_largest(values: Tensor, dim: int, valid: Tensor | None = None) -> T
 
 
 def pca1_scores(tables: Tensor, sign_rule: str = "scores") -> Tensor:
-    """PC-1 score of every item of each client's whole item table (ALGORITHMS.md §8.1 step 5).
+    """PC-1 score of every item of each client's whole item table (docs/methods/composite.md §Similarity).
 
     Args:
         tables: ``[m, I, d]`` item tables, one per client (all ``I`` rows, trained or not).
@@ -75,7 +75,7 @@ def pca1_scores(tables: Tensor, sign_rule: str = "scores") -> Tensor:
 
 
 def similarity_matrix(scores: Tensor) -> Tensor:
-    """Negated model similarity from PC-1 scores (ALGORITHMS.md §8.1 step 5).
+    """Negated model similarity from PC-1 scores (docs/methods/composite.md §Similarity).
 
     Args:
         scores: ``[m, I]`` PC-1 scores, as from :func:`pca1_scores`.
@@ -94,7 +94,7 @@ def similarity_matrix(scores: Tensor) -> Tensor:
 
 
 def principal_bases(tables: Tensor, counts: Tensor, k: int, sign_rule: str = "scores") -> Tensor:
-    """Top-``k`` principal directions of each client's training rows (ALGORITHMS.md §8.1 step 3, §8.4.3).
+    """Top-``k`` principal directions of each client's training rows (docs/methods/composite.md §Bases).
 
     Client ``i``'s rows are ``Y_i = V_i[R_i]``, the multiset of items in its training instances this
     round (positives and negatives, with repeats), given here as counts: the PCA uses the
@@ -161,7 +161,7 @@ def _greedy_signed_cosines(cosines: Tensor) -> Tensor:
 
 
 def complementarity_matrix(bases: Tensor, metric: str = "greedy_signed", block_rows: int = 1024) -> Tensor:
-    """Subspace complementarity ``C`` of every pair of clients (ALGORITHMS.md §8.1 step 6, §8.3 D4).
+    """Subspace complementarity ``C`` of every pair of clients (docs/methods/composite.md §Complementarity, D4).
 
     For a pair ``(i, j)``, ``G = B_i B_j^T`` ``[k, k]`` holds the signed cosines between basis
     vectors (rows are normalised to unit length first, as the reference does; a no-op for

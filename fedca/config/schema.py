@@ -46,7 +46,7 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    """Backbone: the score function and its local optimiser settings (§0.2–0.3, §7).
+    """Backbone: the score function and its local optimiser settings (docs/methods/backbones.md, local_training.md).
 
     ``optimizer``: ``adam`` (the official FedCA local training) or ``alternating_sgd``
     (PFedRec). ``item_lr_eta`` > 0: item learning rate = lr_embedding * I * item_lr_eta (PFedRec's
@@ -76,7 +76,7 @@ class AggConfig:
 
 @dataclass
 class CompositeAggConfig(AggConfig):
-    """FedCA composite aggregation (ALGORITHMS.md §8); defaults = the official code's.
+    """FedCA composite aggregation (docs/methods/composite.md); defaults = the official code's.
 
     ``w_sim``/``w_comp`` weigh model similarity and data complementarity. The official code
     calls them ``beta`` and ``alpha`` respectively (its README says the opposite, D1); set
@@ -113,7 +113,7 @@ class FedAttAggConfig(AggConfig):
 
 @dataclass
 class PFedGraphAggConfig(AggConfig):
-    """pFedGraph: graph from update cosines, simplex weights, cosine pull (ALGORITHMS.md §6)."""
+    """pFedGraph: graph from update cosines, simplex weights, cosine pull (docs/methods/pfedgraph.md)."""
 
     alpha: float = 0.8
     similarity: str = "all"
@@ -123,7 +123,7 @@ class PFedGraphAggConfig(AggConfig):
 
 @dataclass
 class FedFastAggConfig(AggConfig):
-    """FedFast: clustered delegates, update-size weighted rows, user-vector propagation (§4)."""
+    """FedFast: clustered delegates, update-size weighted rows, user-vector propagation (docs/methods/fedfast.md)."""
 
     delegates_ratio: float = 0.1
     clusters: int = 0
@@ -133,7 +133,7 @@ class FedFastAggConfig(AggConfig):
 
 @dataclass
 class PerFedRecAggConfig(AggConfig):
-    """PerFedRec: global + cluster blocks, three-model score averaging (§5)."""
+    """PerFedRec: global + cluster blocks, three-model score averaging (docs/methods/perfedrec.md)."""
 
     clusters: int = 5
     cluster_on: str = "user"

@@ -1,6 +1,6 @@
 """Adam over contiguous row blocks that each carry their own step counter.
 
-A fresh Adam per client per round (ALGORITHMS.md §0.3) equals one Adam over the stacked
+A fresh Adam per client per round (docs/methods/local_training.md §Adam) equals one Adam over the stacked
 tensors only if every client's bias correction uses its own step count and idle clients are
 left untouched. Clients with equal step counts that sit next to each other in training order
 form one *run*; each call updates a list of runs with the fused kernel when PyTorch has it.

@@ -33,7 +33,7 @@ class RoundBatches:
 
     @property
     def sizes(self) -> torch.Tensor:
-        """[n] training instances per client (n_i of ALGORITHMS.md §0.1)."""
+        """[n] training instances per client (n_i of docs/methods/local_training.md §Instances)."""
         return self.offsets[1:] - self.offsets[:-1]
 
     @property

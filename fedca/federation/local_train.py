@@ -1,4 +1,4 @@
-"""Local training of all participants at once (ALGORITHMS.md §0.3, §0.6, §7).
+"""Local training of all participants at once (docs/methods/local_training.md).
 
 Per round, each participant's item rows that its instances touch are gathered into one
 *compact table* [R, d] (rows grouped by client, in training order). Rows a client never
@@ -9,7 +9,7 @@ table and scattering it back equals training the full [I, d] table. Every step:
 * each busy client takes its next mini-batch; the loss is the sum over clients of each
   client's mean BCE, so gradients never mix between clients;
 * the update rule moves only the busy clients' parameters: ``adam`` (a fresh Adam per client
-  per round, each with its own step counter, §0.3) or ``alternating_sgd`` (PFedRec, §7: a
+  per round, each with its own step counter, §Adam) or ``alternating_sgd`` (PFedRec, §Alternating SGD: a
   plain SGD step of the score function with the item table fixed, then a plain SGD step of the
   item rows at the new score function).
 

@@ -1,4 +1,4 @@
-"""pFedGraph's pull term on the compact rows of a round (ALGORITHMS.md §6).
+"""pFedGraph's pull term on the compact rows of a round (docs/methods/pfedgraph.md §Pull).
 
 The term adds ``sign * strength * <kappa, theta / ||theta||>`` to each client's loss, theta =
 (V, Theta). Its gradient reaches the compact rows and the MLP; rows the client does not train

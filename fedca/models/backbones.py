@@ -1,4 +1,4 @@
-"""Backbones as pure score functions over stacked per-client parameters (ALGORITHMS.md §0.2).
+"""Backbones as pure score functions over stacked per-client parameters (docs/methods/backbones.md).
 
 Shapes: a = clients in the batch, B = items scored per client, d = latent dim, P = MLP size.
 The MLP of client c is one flat row ``mlp[c]`` [P] holding, layer by layer, the weight
@@ -123,7 +123,7 @@ class FCF(Backbone):
 
 
 class PFedRecHead(FCF):
-    """PFedRec (Zhang et al., IJCAI 2023; ALGORITHMS.md §0.2, §7): logit = w_i . V[j] + b_i, no
+    """PFedRec (Zhang et al., IJCAI 2023; docs/methods/backbones.md §PFedRec): logit = w_i . V[j] + b_i, no
     user embedding. The personal score function lives in the user slot (w_i [d]) and the
     one-entry MLP (b_i [1]); both start as PyTorch's Linear(d, 1) default, U(-1/sqrt(d), 1/sqrt(d))."""
 
