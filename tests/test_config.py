@@ -69,10 +69,15 @@ def test_out_of_range_values_fail_naming_the_key(override, key):
     (["model.optimizer=sgd"], "model.optimizer"), (["model.local_epochs=0"], "model.local_epochs"),
     (["kernel=fast"], "kernel"), (["device=cuda", "kernel=numba"], "kernel"),
     (["model=pfedrec", "agg=pfedrec", "kernel=numba"], "kernel"),
+    (["agg=fedper", "model=ncf", "agg.personal_layers=4"], "agg.personal_layers"),  # NCF's MLP has 3 layers
 ])
 def test_baseline_settings_out_of_range_fail_naming_the_key(overrides, key):
     with pytest.raises(FedcaError, match=key.replace(".", r"\.")):
         compose_run_config(overrides)
+
+
+def test_fedper_may_make_every_ncf_layer_personal_but_no_more():
+    assert compose_run_config(["agg=fedper", "model=ncf", "agg.personal_layers=3"]).agg.personal_layers == 3
 
 
 def test_pfedrec_backbone_trains_one_epoch_whatever_the_top_level_says():

@@ -146,6 +146,10 @@ def _validate_agg(cfg: RunConfig) -> None:
     _choice("agg.weighting", agg.weighting, ("samples", "uniform"))
     if isinstance(agg, FedPerAggConfig):
         _at_least("agg.personal_layers", agg.personal_layers, 0)
+        layers = max(0, len(cfg.model.mlp_layers) - 1)  # the model's MLP layers (0 on FCF: none)
+        if layers:
+            _require(agg.personal_layers <= layers, "agg.personal_layers", agg.personal_layers,
+                     f"the MLP of model={cfg.model.name} has {layers} layers; at most {layers} can be personal")
     if isinstance(agg, FedAttAggConfig):
         _require(agg.step_size > 0, "agg.step_size", agg.step_size, "must be > 0")
         _require(agg.noise >= 0, "agg.noise", agg.noise, "must be >= 0")
