@@ -91,7 +91,7 @@ def command(args: argparse.Namespace) -> int:
             f"{left['trials']} trials and {left['reruns']} reruns left")
         if args.plan:
             return 0
-        errors = run_steps(cfg, ledger, say)
+        errors = run_steps(cfg, ledger, say, cell_done=lambda: write_tables(ledger, say))
         say(f"table: {write_tables(ledger, say)}")
     for error in errors:
         print(f"error: {error}", file=sys.stderr)

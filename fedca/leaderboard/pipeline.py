@@ -18,7 +18,7 @@ record ``ledger``, see ``fedca.leaderboard.ledger``):
    ``<out>/runs/<protocol>/<dataset>/<method>/`` (job ``n`` is the ``n``-th seed); once every
    seed is complete its rows and per-user metrics go to the ledger, and a protocol recorded
    there is not rerun.
-3. **table**: ``fedca.leaderboard.table`` renders the ledger.
+3. **table**: ``fedca.leaderboard.table`` renders the ledger, after every cell and at the end.
 
 Every child process gets PR_SET_PDEATHSIG (SIGTERM), so a killed pipeline does not leave a
 study running on its own; SIGTERM makes fedca finish its round and checkpoint. One pipeline at
@@ -258,9 +258,19 @@ class Lock:
         self.stream.close()
 
 
-def run_steps(cfg: LeaderboardConfig, ledger: Ledger, say: Callable[[str], None] = print) -> List[str]:
-    """Steps 1 and 2 for every cell, ``cfg.jobs`` cells at a time; the error lines of the cells
-    that failed (the others are done)."""
+def run_steps(cfg: LeaderboardConfig, ledger: Ledger, say: Callable[[str], None] = print,
+              cell_done: Callable[[], None] = lambda: None) -> List[str]:
+    """Steps 1 and 2 for every cell, ``cfg.jobs`` cells at a time, calling ``cell_done`` (one
+    call at a time) after each cell; the error lines of the cells that failed (the others are
+    done)."""
+    finishing = threading.Lock()
+
+    def work(cell: Cell) -> Optional[str]:
+        error = work_cell(cfg, ledger, cell, say)
+        with finishing:
+            cell_done()
+        return error
+
     with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
-        results = list(pool.map(lambda cell: work_cell(cfg, ledger, cell, say), cells(cfg)))
+        results = list(pool.map(work, cells(cfg)))
     return [error for error in results if error is not None]
