@@ -134,6 +134,14 @@ def test_registry_gives_other_aggregators_an_empty_constant_schedule():
     assert type(schedule) is ConstantSchedule and schedule.values(0) == {} and schedule.rounds == 3
 
 
-def test_registry_names_the_schedule_and_the_aggregator_it_does_not_fit():
+def test_a_schedule_that_does_not_fit_the_aggregator_fails_when_the_config_is_composed():
     with pytest.raises(FedcaError, match=r"^schedule=cosine schedules composite weights; .*not agg=fedavg$"):
-        build_schedule(compose_run_config(["agg=fedavg", "schedule=cosine"]))
+        compose_run_config(["agg=fedavg", "schedule=cosine"])
+
+
+def test_a_schedule_that_does_not_fit_stops_the_cli_before_any_file_is_written(tmp_path, capsys):
+    from fedca.cli import main
+
+    assert main(["run", "agg=fedavg", "schedule=linear", f"hydra.run.dir={tmp_path / 'run'}"]) == 2
+    assert "schedule=linear schedules composite weights" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -187,6 +187,9 @@ def _validate_agg(cfg: RunConfig) -> None:
 def _validate_schedule(cfg: RunConfig) -> None:
     sched = cfg.schedule
     _choice("schedule.name", sched.name, SCHEDULES)
+    if sched.name != "constant" and not isinstance(cfg.agg, CompositeAggConfig):
+        raise FedcaError(f"schedule={sched.name} schedules composite weights; it needs agg=composite "
+                         f"(or a composite ablation), not agg={cfg.agg.name}")
     for key in ("end_w_sim", "end_w_comp"):
         value = getattr(sched, key, None)
         if value is not None:

@@ -1,7 +1,6 @@
 """Build the schedule a config names (the only reader of schedule config fields)."""
 
 from fedca.config.schema import CompositeAggConfig, RunConfig
-from fedca.errors import FedcaError
 from fedca.schedules.adaptive import AdaptiveSchedule
 from fedca.schedules.base import Schedule
 from fedca.schedules.constant import ConstantSchedule
@@ -11,12 +10,10 @@ from fedca.schedules.step import StepSchedule
 
 
 def build_schedule(cfg: RunConfig) -> Schedule:
-    """The schedule of ``cfg``; only composite aggregation has weights to schedule."""
+    """The schedule of ``cfg`` (validated: a schedule other than constant only with composite
+    aggregation, the only one with weights to schedule)."""
     sched = cfg.schedule
     if not isinstance(cfg.agg, CompositeAggConfig):
-        if sched.name != "constant":
-            raise FedcaError(f"schedule={sched.name} schedules composite weights; it needs agg=composite "
-                             f"(or a composite ablation), not agg={cfg.agg.name}")
         return ConstantSchedule({}, cfg.rounds)
     start = {"w_sim": cfg.agg.w_sim, "w_comp": cfg.agg.w_comp, "interpolation": cfg.agg.interpolation}
     end = {"w_sim": getattr(sched, "end_w_sim", None), "w_comp": getattr(sched, "end_w_comp", None),
