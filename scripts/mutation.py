@@ -82,7 +82,7 @@ MODULES = {
     "metrics": Module("fedca/metrics/ranking.py", ("tests/test_metrics.py", "tests/test_math_metrics.py")),
     "merge": Module("fedca/federation/merge.py", ("tests/test_math_merge.py",)),
     "simplex": Module("fedca/aggregators/simplex.py", ("tests/test_simplex.py",)),
-    "subspace": Module("fedca/aggregators/subspace.py", ("tests/test_subspace.py",)),
+    "subspace": Module("fedca/aggregators/subspace.py", ("tests/test_subspace.py", "tests/test_math_subspace.py")),
     "base": Module("fedca/aggregators/base.py", ("tests/test_math_base.py",)),
     "negatives": Module("fedca/data/negatives.py", ("tests/test_math_negatives.py",)),
     "split": Module("fedca/data/split.py", ("tests/test_math_split.py",)),
