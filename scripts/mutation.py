@@ -98,7 +98,8 @@ MODULES = {
     "fedatt": Module("fedca/aggregators/fedatt.py", ("tests/test_math_baselines.py",)),
     "clustering": Module("fedca/aggregators/clustering.py", ("tests/test_math_clustering.py",
                                                               "tests/test_clustering_baselines.py")),
-    "fedfast": Module("fedca/aggregators/fedfast.py", ("tests/test_clustering_baselines.py",)),
+    "fedfast": Module("fedca/aggregators/fedfast.py", ("tests/test_clustering_baselines.py",
+                                                        "tests/test_math_fedfast.py")),
     "perfedrec": Module("fedca/aggregators/perfedrec.py", ("tests/test_clustering_baselines.py",)),
     "pfedgraph": Module("fedca/aggregators/pfedgraph.py", ("tests/test_graph_and_dual.py",)),
 }
