@@ -23,8 +23,15 @@ def test_every_choice_of_every_group_composes(group):
 @pytest.mark.parametrize("method", available("method"))
 def test_every_method_preset_pairs_an_aggregator_with_its_backbone(method):
     cfg = compose_run_config([f"+method={method}"])
-    expected = {"fedncf": ("fedavg", "ncf"), "fedper": ("fedper", "ncf"), "pfedrec": ("pfedrec", "pfedrec")}
+    expected = {"fedncf": ("fedavg", "ncf"), "fedper": ("fedper", "ncf"), "pfedrec": ("pfedrec", "pfedrec"),
+                "composite_sim_only": ("composite", "fcf"), "composite_comp_only": ("composite", "fcf")}
     assert (cfg.agg.name, cfg.model.name) == expected.get(method, (method, "fcf"))
+
+
+def test_the_ablation_presets_zero_one_term_of_the_composite_weights():
+    sim_only, comp_only = (compose_run_config([f"+method=composite_{term}_only"]).agg for term in ("sim", "comp"))
+    assert sim_only.w_comp == 0.0 and sim_only.w_sim > 0
+    assert comp_only.w_sim == 0.0 and comp_only.w_comp > 0
 
 
 def test_official_alpha_beta_map_to_complementarity_and_similarity():
