@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ledger=${1:-docs/results/leaderboard/strict}
+git diff --quiet README.md || { echo "README.md has other uncommitted changes; commit them first" >&2; exit 1; }
 for attempt in 1 2 3 4 5; do
   .venv/bin/python scripts/readme_tables.py > /dev/null
   git add "$ledger" README.md
