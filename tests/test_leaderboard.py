@@ -186,13 +186,13 @@ def test_the_table_marks_a_significant_difference_and_only_that(tmp_path):
     assert row["p_seeds"] == pytest.approx(p_seeds, rel=1e-12)  # both are scipy's t-test; 1e-12: float printing
     assert row["difference"] == pytest.approx(sum(better) / 3 - sum(baseline) / 3, abs=1e-15)
     text = markdown(frames, preset)
-    assert "| x | 0.6133 ± 0.0153*† |" in text and "| fedavg | 0.4100 ± 0.0100 |" in text
+    assert "| x | 0.6133 ± 0.0153 ↑*† |" in text and "| fedavg | 0.4100 ± 0.0100 |" in text
 
 
 def test_a_difference_within_the_noise_is_not_marked_and_missing_seeds_are_shown(tmp_path):
-    ledger, preset = _ledger_with(tmp_path, [0.40, 0.45, 0.41], [0.41, 0.40, 0.44], seeds=(0, 1, 2))
+    ledger, preset = _ledger_with(tmp_path, [0.40, 0.45, 0.41], [0.45, 0.40, 0.44], seeds=(0, 1, 2))
     frames = tables(ledger)
     assert frames["significance"].iloc[0]["p_seeds"] > 0.05
-    assert "| x | 0.4167 ± 0.0208† |" in markdown(frames, preset)  # only the per-user shift (+0.3) is significant
+    assert "| x | 0.4300 ± 0.0265 ↑† |" in markdown(frames, preset)  # only the per-user shift (+0.3) is significant
     partial, preset = _ledger_with(tmp_path / "partial", [0.4, 0.5, 0.6], [0.4, 0.5, 0.6], seeds=(0, 1))
     assert "(n=2)" in markdown(tables(partial), preset)

@@ -10,7 +10,7 @@
 * ``tuned``: each cell's tuned configuration.
 
 ``markdown`` renders them (mean ± sample std over seeds; ``*`` p < 0.05 over seeds, ``†``
-p < 0.05 over users). Everything comes from the committed ledger, so the README tables are
+p < 0.05 over users, after ``↑`` or ``↓``: above or below the baseline's mean). Everything comes from the committed ledger, so the README tables are
 rebuilt without the run folders.
 """
 
@@ -27,9 +27,10 @@ METRICS = ("test_hr@10", "test_ndcg@10")
 GROUP = ["column", "dataset", "method"]
 SIGNIFICANCE_COLUMNS = [*GROUP, "n", "difference", "low", "high", "p_seeds", "users", "p_users"]
 LEGEND = ("Mean ± sample std over seeds of the selected round's test metric (rounds selected on validation, "
-          "except where the protocol selects on test); * the paired t-test over seeds against the baseline "
-          "gives p < 0.05, † the per-user Wilcoxon signed-rank test (per-user metrics averaged over seeds) "
-          "gives p < 0.05; (n=...) marks rows with fewer seeds than the preset; - not run yet.")
+          "except where the protocol selects on test). Against the baseline: ↑ / ↓ above / below it, marked "
+          "only when significant: * the paired t-test over seeds gives p < 0.05, † the per-user Wilcoxon "
+          "signed-rank test (per-user metrics averaged over seeds) gives p < 0.05. (n=...) marks rows with "
+          "fewer seeds than the preset; - not run yet.")
 
 
 def tables(ledger: Ledger) -> Dict[str, pd.DataFrame]:
@@ -58,7 +59,8 @@ def _marks(significance: pd.DataFrame, column: str, dataset: str, method: str) -
     if row.empty:
         return ""
     row = row.iloc[0]
-    return ("*" if row["p_seeds"] < 0.05 else "") + ("†" if row["p_users"] < 0.05 else "")
+    marks = ("*" if row["p_seeds"] < 0.05 else "") + ("†" if row["p_users"] < 0.05 else "")
+    return (" ↑" if row["difference"] > 0 else " ↓") + marks if marks else ""
 
 
 def markdown(frames: Dict[str, pd.DataFrame], preset: dict) -> str:
