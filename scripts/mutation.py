@@ -95,7 +95,7 @@ MODULES = {
     "fedper": Module("fedca/aggregators/fedper.py", ("tests/test_math_baselines.py",)),
     "local": Module("fedca/aggregators/local.py", ("tests/test_math_baselines.py",)),
     "pfedrec": Module("fedca/aggregators/pfedrec.py", ("tests/test_math_baselines.py",)),
-    "fedatt": Module("fedca/aggregators/fedatt.py", ("tests/test_math_baselines.py",)),
+    "fedatt": Module("fedca/aggregators/fedatt.py", ("tests/test_math_baselines.py", "tests/test_math_fedatt.py")),
     "clustering": Module("fedca/aggregators/clustering.py", ("tests/test_math_clustering.py",
                                                               "tests/test_clustering_baselines.py")),
     "fedfast": Module("fedca/aggregators/fedfast.py", ("tests/test_clustering_baselines.py",
