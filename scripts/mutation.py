@@ -100,7 +100,8 @@ MODULES = {
                                                               "tests/test_clustering_baselines.py")),
     "fedfast": Module("fedca/aggregators/fedfast.py", ("tests/test_clustering_baselines.py",
                                                         "tests/test_math_fedfast.py")),
-    "perfedrec": Module("fedca/aggregators/perfedrec.py", ("tests/test_clustering_baselines.py",)),
+    "perfedrec": Module("fedca/aggregators/perfedrec.py", ("tests/test_clustering_baselines.py",
+                                                          "tests/test_math_perfedrec.py")),
     "pfedgraph": Module("fedca/aggregators/pfedgraph.py", ("tests/test_graph_and_dual.py",)),
 }
 
