@@ -90,3 +90,40 @@ def test_the_gradient_follows_the_current_rows_and_mlp():
     torch.testing.assert_close(table_grad[1:, 0], torch.tensor([-0.2, 0.012], dtype=torch.float64), rtol=0, atol=1e-15)
     torch.testing.assert_close(mlp_grad[1, 0], torch.tensor(-0.016, dtype=torch.float64), rtol=0, atol=1e-15)
     torch.testing.assert_close(table_grad[0, 0], torch.tensor(ROW_GRADS[0], dtype=torch.float64), rtol=0, atol=1e-15)
+
+
+def test_the_last_clients_without_compact_rows_and_more_clients_than_items():
+    # three clients, I = 2 items, one compact row (client 0 item 0): clients 1 and 2 train no row this
+    # round (they are last, so the row counts need all n entries), and n != I. Client 1 as above:
+    # its items give the constants 2 * 0 + 1 * 3 = 3 and 0 + 9 = 9, its mlp 0.012. Client 2:
+    # theta = (1, 2, 2), ||theta|| = 3; kappa = (3, 1, 1), <kappa, theta> = 3 + 2 + 2 = 7; constants
+    # 5 and 5; mlp: -0.5 * (1 / 3 - 7 * 2 / 27) = -0.5 * (-5 / 27) = 5 / 54.
+    full_items = torch.tensor([[[2.0], [4.0]], [[0.0], [3.0]], [[1.0], [2.0]]], dtype=torch.float64)
+    mlp = torch.tensor([[4.0], [4.0], [2.0]], dtype=torch.float64)
+    kappa = Anchors(items=torch.tensor([[[1.0], [2.0]], [[2.0], [1.0]], [[3.0], [1.0]]], dtype=torch.float64),
+                    mlp=torch.tensor([[0.5], [1.0], [1.0]], dtype=torch.float64), strength=0.5, sign=-1)
+    table = torch.tensor([[2.0]], dtype=torch.float64)  # [R = 1, d = 1]
+    anchor_pull = AnchorPull(kappa, full_items, torch.tensor([0]), torch.tensor([0]), table.clone(), mlp.clone())
+    assert anchor_pull.row_offsets.tolist() == [0, 1, 1, 1]
+    torch.testing.assert_close(anchor_pull.rest_dot, torch.tensor([8.0, 3.0, 5.0], dtype=torch.float64), rtol=0, atol=0)
+    torch.testing.assert_close(anchor_pull.rest_sq, torch.tensor([16.0, 9.0, 5.0], dtype=torch.float64), rtol=0, atol=0)
+    table_grad = torch.zeros(1, 1, dtype=torch.float64)
+    mlp_grad = torch.zeros(3, 1, dtype=torch.float64)
+    anchor_pull.add_grads(table, mlp, table_grad, mlp_grad, step(busy_clients=3, busy_rows=1, active=(0, 1, 2)))
+    assert abs(float(table_grad[0, 0]) - ROW_GRADS[0]) < 1e-15
+    torch.testing.assert_close(mlp_grad[:, 0], torch.tensor(MLP_GRADS + [5 / 54], dtype=torch.float64),
+                               rtol=0, atol=1e-15)
+
+
+def test_float64_anchors_are_cast_to_a_float32_model():
+    # the anchors keep the server's float64; the term runs in the model's float32
+    to32 = {"dtype": torch.float32}
+    anchor_pull = AnchorPull(KAPPA, FULL_ITEMS.to(**to32), ROW_OWNER, ROW_ITEMS, TABLE.to(**to32), MLP.to(**to32))
+    assert anchor_pull.kappa_rows.dtype == torch.float32 and anchor_pull.kappa_mlp.dtype == torch.float32
+    table_grad = torch.zeros(3, 1, **to32)
+    mlp_grad = torch.zeros(2, 1, **to32)
+    anchor_pull.add_grads(TABLE.to(**to32), MLP.to(**to32), table_grad, mlp_grad, step())
+    # small integer inputs are exact in float32; the float32 arithmetic rounds each result by a few
+    # ulp of 0.2 (1.5e-8 each)
+    torch.testing.assert_close(table_grad[:, 0], torch.tensor(ROW_GRADS, **to32), rtol=0, atol=1e-7)
+    torch.testing.assert_close(mlp_grad[:, 0], torch.tensor(MLP_GRADS, **to32), rtol=0, atol=1e-7)
