@@ -102,7 +102,8 @@ MODULES = {
                                                         "tests/test_math_fedfast.py")),
     "perfedrec": Module("fedca/aggregators/perfedrec.py", ("tests/test_clustering_baselines.py",
                                                           "tests/test_math_perfedrec.py")),
-    "pfedgraph": Module("fedca/aggregators/pfedgraph.py", ("tests/test_graph_and_dual.py",)),
+    "pfedgraph": Module("fedca/aggregators/pfedgraph.py", ("tests/test_graph_and_dual.py",
+                                                            "tests/test_math_pfedgraph.py")),
 }
 
 # mutmut exit codes (mutmut.stats.status_by_exit_code) folded into the report's classes.
