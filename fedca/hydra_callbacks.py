@@ -4,18 +4,16 @@ A failing job never stops the others (each writes its own ``status.json``); this
 reads them once the sweep is over.
 """
 
-import json
 import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from fedca.results.run_folder import read_status
+
 
 def _status(job_dir: Path) -> str:
-    try:
-        return json.loads((job_dir / "status.json").read_text())["status"]
-    except (OSError, ValueError, KeyError):
-        return "missing"
+    return read_status(job_dir) or "missing"
 
 
 class SweepStatus(Callback):

@@ -33,7 +33,7 @@ from fedca.federation.simulate import Simulation, SimulationSettings
 from fedca.models.backbones import build_backbone
 from fedca.federation.warm_start import WarmStart, apply_warm_start, source_from_checkpoint
 from fedca.results.checkpoint import CHECKPOINT, SELECTED, load_checkpoint, save_checkpoint
-from fedca.results.run_folder import RunFolder, select_rounds
+from fedca.results.run_folder import RunFolder, read_status, select_rounds
 from fedca.schedules.registry import build_schedule
 from fedca.seeding import generator
 
@@ -117,13 +117,6 @@ def _saved_config_agrees(saved, current, default) -> bool:
         for key, value in current.items())
 
 
-def _status(out_dir: Path) -> str | None:
-    try:
-        return json.loads((out_dir / "status.json").read_text())["status"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 class _StopOnSignal:
     """While active, SIGINT/SIGTERM only set ``requested``; the round loop stops at a round boundary."""
 
@@ -153,8 +146,8 @@ def _warm_start(cfg: RunConfig, population: Population, data) -> WarmStart | Non
         return None
     source_dir = Path(cfg.init.from_run)
     name = CHECKPOINT if cfg.init.checkpoint == "final" else SELECTED
-    if cfg.init.checkpoint == "final" and _status(source_dir) != "complete":
-        raise FedcaError(f"init.from_run={source_dir}: the run is not complete (status {_status(source_dir)!r})")
+    if cfg.init.checkpoint == "final" and read_status(source_dir) != "complete":
+        raise FedcaError(f"init.from_run={source_dir}: the run is not complete (status {read_status(source_dir)!r})")
     state = load_checkpoint(source_dir, name)
     if state is None:
         hint = "" if name == CHECKPOINT else " (run the source with save_selected=true)"
@@ -228,7 +221,7 @@ def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
                                                            OmegaConf.to_container(OmegaConf.structured(RunConfig))):
         raise FedcaError(f"{out_dir} holds a checkpoint of a different config; resume with the same "
                          f"overrides or choose another hydra.run.dir")
-    if cfg.resume and cfg.skip_done and _status(out_dir) == "complete":
+    if cfg.resume and cfg.skip_done and read_status(out_dir) == "complete":
         return json.loads((out_dir / "summary.json").read_text())
     device = resolve_device(cfg.device)
     started = time.time() - (checkpoint["wall_seconds"] if checkpoint else 0.0)

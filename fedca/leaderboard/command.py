@@ -12,7 +12,7 @@ from fedca.leaderboard.config import available, load
 from fedca.leaderboard.ledger import Ledger
 from fedca.leaderboard.pipeline import Lock, out_dir, plan, run_steps
 from fedca.leaderboard.table import markdown, plot, tables, tuned_markdown
-from fedca.results.atomic import write_text
+from fedca.results.atomic import write_text_if_changed
 
 HELP = "tune every method on validation, rerun the best on seeds, tabulate with significance"
 DESCRIPTION = ("For each dataset x method of a preset (conf/leaderboard/NAME.yaml): an Optuna search of the "
@@ -50,13 +50,6 @@ def _split(tokens: list) -> tuple:
     raise FedcaError("name the preset first: fedca leaderboard +leaderboard=NAME [KEY=VALUE ...]")
 
 
-def _write_if_changed(path: Path, text: str) -> bool:
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return False
-    write_text(path, text)
-    return True
-
-
 def preset_record(cfg) -> dict:
     """The preset as the ledger keeps it: everything but where and how fast it runs."""
     preset = {key: value for key, value in asdict(cfg).items() if key not in ("out", "ledger", "jobs", "threads")}
@@ -68,8 +61,8 @@ def write_tables(ledger: Ledger, say) -> Path:
     whose content is unchanged are left untouched."""
     frames = tables(ledger)
     text = markdown(frames, ledger.preset) + "\n" + tuned_markdown(frames["tuned"])
-    changed = [_write_if_changed(ledger.folder / "significance.csv", frames["significance"].to_csv(index=False)),
-               _write_if_changed(ledger.folder / "leaderboard.md", text)]
+    changed = [write_text_if_changed(ledger.folder / "significance.csv", frames["significance"].to_csv(index=False)),
+               write_text_if_changed(ledger.folder / "leaderboard.md", text)]
     if any(changed) or not (ledger.folder / "leaderboard.png").is_file():
         if not plot(frames, ledger.preset, ledger.folder / "leaderboard.png"):
             say("plot skipped: nothing recorded yet, or matplotlib (the plots extra) missing")

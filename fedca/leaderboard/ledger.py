@@ -25,7 +25,7 @@ from typing import Dict, Optional
 import pandas as pd
 
 from fedca.errors import FedcaError
-from fedca.results.atomic import write_text
+from fedca.results.atomic import write_text, write_text_if_changed
 
 PER_USER_METRIC = "hr@10"  # the per-user column kept: the significance tests' metric (test_hr@10)
 
@@ -48,9 +48,7 @@ class Ledger:
         path = self.folder / "preset.json"
         if path.is_file():
             self._check_agrees(json.loads(path.read_text()), preset)
-        text = json.dumps(preset, indent=2) + "\n"  # in preset order: the tables keep it
-        if not path.is_file() or path.read_text() != text:
-            write_text(path, text)
+        write_text_if_changed(path, json.dumps(preset, indent=2) + "\n")  # in preset order: the tables keep it
         self.preset = preset
 
     @classmethod

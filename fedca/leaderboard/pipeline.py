@@ -45,8 +45,8 @@ from fedca.config.compose import compose_run_config
 from fedca.errors import FedcaError
 from fedca.leaderboard.config import LeaderboardConfig
 from fedca.leaderboard.ledger import PER_USER_METRIC, Ledger
-from fedca.results.report import best_trial, collect
-from fedca.results.run_folder import USER_METRICS
+from fedca.results.report import best_trial, collect, user_values
+from fedca.results.run_folder import read_status
 from fedca.run import RESUMABLE_DIFFERENCES
 
 PR_SET_PDEATHSIG = 1
@@ -158,10 +158,7 @@ def _fedca(arguments: List[str], log: Path) -> int:
 
 
 def _complete(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "status.json").read_text())["status"] == "complete"
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return read_status(folder) == "complete"
 
 
 def search(cfg: LeaderboardConfig, ledger: Ledger, cell: Cell, say: Callable[[str], None]) -> dict:
@@ -183,12 +180,10 @@ def search(cfg: LeaderboardConfig, ledger: Ledger, cell: Cell, say: Callable[[st
 def _per_user_mean(folders: List[Path]) -> Optional[pd.Series]:
     """Each user's test HR@10 (the runs' per_user_test.csv) averaged over ``folders``; None when
     a run saved none."""
-    columns = []
-    for folder in folders:
-        path = folder / USER_METRICS
-        if not path.is_file():
-            return None
-        columns.append(pd.read_csv(path).set_index("user")[PER_USER_METRIC])
+    read = user_values(f"test_{PER_USER_METRIC}")
+    columns = [read(str(folder)) for folder in folders]
+    if any(column is None for column in columns):
+        return None
     return pd.concat(columns, axis=1, join="inner").mean(axis=1)
 
 

@@ -31,6 +31,16 @@ def write_text(path: Path, text: str) -> None:
     write_atomically(path, lambda out: out.write(text.encode("utf-8")))
 
 
+def write_text_if_changed(path: Path, text: str) -> bool:
+    """``write_text`` unless ``path`` already holds ``text`` (its bytes and mtime then stay as they
+    are); whether it wrote."""
+    path = Path(path)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    write_text(path, text)
+    return True
+
+
 def write_json(path: Path, payload: dict) -> None:
     """Atomically write ``payload`` as indented JSON."""
     write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")

@@ -12,6 +12,7 @@ Every file is replaced atomically, so a killed run never leaves a half-written f
 """
 
 import io
+import json
 import math
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -23,6 +24,14 @@ from fedca.results.atomic import write_json, write_text
 
 USER_METRICS = "per_user_test.csv"
 
+
+
+def read_status(folder: Path) -> Optional[str]:
+    """The ``status`` field of ``folder``'s status.json; None when the file is absent or unreadable."""
+    try:
+        return json.loads((Path(folder) / "status.json").read_text())["status"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 class RunFolder:
     """Writes the files of one run into ``path``."""
