@@ -81,6 +81,7 @@ MODULES = {
     "composite": Module("fedca/aggregators/composite.py", ("tests/test_math_composite.py",)),
     "metrics": Module("fedca/metrics/ranking.py", ("tests/test_metrics.py", "tests/test_math_metrics.py")),
     "merge": Module("fedca/federation/merge.py", ("tests/test_math_merge.py",)),
+    "means": Module("fedca/metrics/means.py", ("tests/test_means.py",)),
     "simplex": Module("fedca/aggregators/simplex.py", ("tests/test_simplex.py",)),
     "subspace": Module("fedca/aggregators/subspace.py", ("tests/test_subspace.py", "tests/test_math_subspace.py")),
     "base": Module("fedca/aggregators/base.py", ("tests/test_math_base.py",)),

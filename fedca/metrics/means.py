@@ -14,7 +14,7 @@ import torch
 def exact_mean(values: torch.Tensor) -> float:
     """Mean of all elements of ``values`` (any shape, any real dtype) as a float: the correctly
     rounded float64 sum divided by the count; NaN for an empty tensor."""
-    flat = values.detach().reshape(-1).to("cpu", torch.float64)
-    if flat.numel() == 0:
+    numbers = values.detach().reshape(-1).tolist()  # Python floats hold every float32/64 value exactly
+    if not numbers:
         return math.nan
-    return math.fsum(flat.tolist()) / flat.numel()
+    return math.fsum(numbers) / len(numbers)
