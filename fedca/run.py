@@ -85,7 +85,8 @@ def simulation_settings(cfg: RunConfig) -> SimulationSettings:
                           lr_structure=cfg.model.lr_structure, weight_decay=cfg.model.weight_decay,
                           early_stop=cfg.protocol.early_stop == "official",
                           threshold=cfg.protocol.early_stop_threshold, optimizer=cfg.model.optimizer,
-                          item_lr_eta=cfg.model.item_lr_eta, kernel=cfg.kernel)
+                          item_lr_eta=cfg.model.item_lr_eta, kernel=cfg.kernel, lr_user=cfg.model.lr_user,
+                          item_lr_offset=cfg.model.item_lr_offset)
     return SimulationSettings(rounds=cfg.rounds, clients_sample_ratio=cfg.clients_sample_ratio,
                               num_train_negatives=cfg.protocol.num_train_negatives, batch_size=cfg.batch_size,
                               local=local, eval_every=cfg.eval_every, ks=list(cfg.eval.ks),

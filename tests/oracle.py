@@ -16,7 +16,11 @@ at a time, as the official FedCA code does (hongleizhang/FedCA ``model/engine.py
 * the server step: FedAvg weights n_i / sum n (or uniform) and a global replace; or the FedCA
   composite weights from per-pair loops (PCA-1 similarity with scikit-learn 1.0.2's
   sign rule, greedy matching of the principal-basis cosines, each row's QP solved by SLSQP and
-  certified by its KKT conditions), the personal aggregates and the interpolated merge.
+  certified by its KKT conditions), the personal aggregates and the interpolated merge;
+  or GPFedRec as its official code (Zhangcx19/GPFedRec ``engine.py``, ``utils.py``): three
+  ``torch.optim.SGD`` (MLP, user, items) with ``nn.MSELoss`` to the client's personal table
+  added to the BCE, and on the server the per-pair cosine-distance graph, its threshold or
+  top-k rows and the message passing, with the participants loading the mean table.
 
 The population's flat NCF parameter row is read as the engine stores it: layer after layer,
 the weight [out, in] row-major, then the bias [out].
@@ -43,8 +47,16 @@ class OracleSettings:
     early_stop: bool
     threshold: float
     mlp_layers: List[int]  # [] for FCF
-    agg: str  # local, fedavg, fcf or composite
+    agg: str  # local, fedavg, fcf, composite or gpfedrec
     weighting: str = "samples"
+    optimizer: str = "adam"  # adam | sgd (GPFedRec's three plain SGDs)
+    lr_user: float = 0.0  # sgd: the user-vector rate
+    item_lr: float = 0.0  # sgd: the item-table rate
+    reg: float = 0.0  # gpfedrec: weight of the mean squared difference to the personal table
+    similarity: str = "official"  # gpfedrec: official (cosine distance) | cosine | euclidean
+    neighborhood_size: int = 0
+    neighborhood_threshold: float = 1.0
+    mp_layers: int = 1
     agg_clients_ratio: float = 1.0
     k_principal: int = 4
     comp_sign: int = 1
@@ -121,14 +133,37 @@ def client_instances(positives: torch.Tensor, negatives: torch.Tensor) -> tuple:
     return torch.tensor(items, dtype=torch.long), torch.tensor(labels)
 
 
-def train_client(model: ClientModel, items, labels, noises, settings: OracleSettings) -> tuple:
-    """Train one client in place; returns (last running-average loss, epochs run)."""
-    groups = [{"params": [model.user], "lr": settings.lr_embedding},
-              {"params": [model.items], "lr": settings.lr_embedding}]
-    if len(model.linears):
-        groups.append({"params": list(model.linears.parameters()), "lr": settings.lr_structure,
-                       "weight_decay": settings.weight_decay})
-    optimizer = torch.optim.Adam(groups)
+class ThreeSGD:
+    """GPFedRec's optimisers: plain SGD on the MLP, the user vector and the item table, stepped together."""
+
+    def __init__(self, model: ClientModel, settings: OracleSettings):
+        self.optimizers = [torch.optim.SGD([model.user], lr=settings.lr_user),
+                           torch.optim.SGD([model.items], lr=settings.item_lr)]
+        if len(model.linears):
+            self.optimizers.insert(0, torch.optim.SGD(model.linears.parameters(), lr=settings.lr_structure))
+
+    def zero_grad(self):
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+
+    def step(self):
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+
+def train_client(model: ClientModel, items, labels, noises, settings: OracleSettings,
+                 target: Optional[torch.Tensor] = None) -> tuple:
+    """Train one client in place; returns (last running-average BCE, epochs run). ``target``
+    [I, d]: the table of GPFedRec's regulariser."""
+    if settings.optimizer == "sgd":
+        optimizer = ThreeSGD(model, settings)
+    else:
+        groups = [{"params": [model.user], "lr": settings.lr_embedding},
+                  {"params": [model.items], "lr": settings.lr_embedding}]
+        if len(model.linears):
+            groups.append({"params": list(model.linears.parameters()), "lr": settings.lr_structure,
+                           "weight_decay": settings.weight_decay})
+        optimizer = torch.optim.Adam(groups)
     criterion = torch.nn.BCELoss()
     loss_sum, seen, history = 0.0, 0, []
     for epoch in range(settings.epochs):
@@ -139,7 +174,10 @@ def train_client(model: ClientModel, items, labels, noises, settings: OracleSett
             optimizer.zero_grad()
             predictions = model(items[batch])
             loss = criterion(predictions, labels[batch].to(predictions.dtype))
-            loss.backward()
+            total = loss
+            if target is not None:
+                total = loss + settings.reg * torch.nn.MSELoss(reduction="mean")(model.items, target)
+            total.backward()
             optimizer.step()
             loss_sum += loss.item() * batch.numel()
             seen += batch.numel()
@@ -228,21 +266,72 @@ def composite_weights(tables, instance_items, sizes, settings: OracleSettings) -
     return graph / graph.sum(axis=1, keepdims=True)
 
 
+def gpfedrec_graph(tables: List[np.ndarray], settings: OracleSettings) -> np.ndarray:
+    """GPFedRec's top-k or threshold graph [n, n] over the flattened tables, pair by pair."""
+    n = len(tables)
+    scores = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            a, b = tables[i].ravel(), tables[j].ravel()
+            if i == j:
+                scores[i, j] = 0.0  # scikit-learn's pairwise distances are 0 on the diagonal
+            elif settings.similarity == "euclidean":
+                scores[i, j] = -np.sqrt(((a - b) ** 2).sum())
+            else:
+                cosine = float(a @ b) / (np.sqrt(a @ a) * np.sqrt(b @ b))
+                scores[i, j] = min(max(1.0 - cosine, 0.0), 2.0) if settings.similarity == "official" else cosine
+            if i == j and settings.similarity == "cosine":
+                scores[i, j] = 1.0
+    graph = np.zeros((n, n))
+    if settings.neighborhood_size > 0:
+        for i in range(n):
+            for j in scores[i].argsort()[-settings.neighborhood_size:][::-1]:
+                graph[i][j] = 1 / settings.neighborhood_size
+        return graph
+    threshold = np.mean(scores) * settings.neighborhood_threshold
+    for i in range(n):
+        high = np.sum(scores[i] > threshold)
+        if high > 0:
+            for j in range(n):
+                if scores[i][j] > threshold:
+                    graph[i][j] = 1 / high
+        else:
+            graph[i][i] = 1
+    return graph
+
+
+def gpfedrec_tables(tables: List[np.ndarray], settings: OracleSettings) -> tuple:
+    """(personal tables [n] of [I, d], global [I, d]): message passing on the graph, then the mean."""
+    flat = np.stack([table.ravel() for table in tables])
+    graph = gpfedrec_graph(tables, settings)
+    mixed = np.matmul(graph, flat)
+    for _ in range(settings.mp_layers - 1):
+        mixed = np.matmul(graph, mixed)
+    personal = [row.reshape(tables[0].shape) for row in mixed]
+    return personal, sum(personal) / len(personal)
+
+
 def run_oracle(user, items, mlp, positives: List[torch.Tensor], draws: List[RoundDraws],
                settings: OracleSettings) -> tuple:
     """Play the recorded rounds from user [N, d], items [N, I, d], mlp [N, P] (not modified);
     ``positives[c]`` are client c's training positives in time order. Returns the final
     user, items and mlp, and one :class:`OracleRound` per round."""
     user, items, mlp = user.clone(), items.clone(), mlp.clone()
+    initial = items[0].clone()  # every client starts from this table
+    global_table, personal = initial.clone(), {}  # GPFedRec's server state
     rounds = []
     for draw in draws:
         record = OracleRound()
         instances = {}
         for client in draw.participants:
             instances[client] = client_instances(positives[client], draw.negatives[client])
+            target = None
+            if settings.agg == "gpfedrec":
+                items[client] = global_table
+                target = personal.get(client, initial) if settings.reg else None
             model = ClientModel(user[client], items[client], mlp[client], settings.mlp_layers)
             record.losses[client], record.epochs[client] = train_client(model, *instances[client],
-                                                                        draw.noise[client], settings)
+                                                                        draw.noise[client], settings, target)
             user[client], items[client], mlp[client] = model.user.detach()[0], model.items.detach(), model.mlp_flat()
         sizes = [instances[client][0].numel() for client in draw.participants]
         if settings.agg in ("fedavg", "fcf"):
@@ -264,6 +353,12 @@ def run_oracle(user, items, mlp, positives: List[torch.Tensor], draws: List[Roun
             for client, (mixed_items, mixed_mlp) in zip(picked, mixed):
                 items[client] = mu * items[client] + (1 - mu) * mixed_items
                 mlp[client] = mu * mlp[client] + (1 - mu) * mixed_mlp
+        elif settings.agg == "gpfedrec":
+            assert settings.weighting == "uniform", settings.weighting
+            tables, global_numpy = gpfedrec_tables([items[c].double().numpy() for c in draw.participants], settings)
+            for client, table in zip(draw.participants, tables):
+                personal[client] = torch.from_numpy(table).to(items.dtype)
+            global_table = torch.from_numpy(global_numpy).to(items.dtype)
         else:
             assert settings.agg == "local", settings.agg
         rounds.append(record)

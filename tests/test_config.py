@@ -15,7 +15,8 @@ from fedca.errors import FedcaError
 def test_every_choice_of_every_group_composes(group):
     for choice in available(group):
         extra = {("dataset", "csv"): ["dataset.file=ratings.csv"],
-                 ("model", "pfedrec"): ["agg=pfedrec"]}.get((group, choice), [])
+                 ("model", "pfedrec"): ["agg=pfedrec"],
+                 ("agg", "gpfedrec"): ["model.optimizer=sgd"]}.get((group, choice), [])
         cfg = compose_run_config([f"{group}={choice}", *extra])
         assert getattr(cfg, group).name in (choice, "composite")
 
@@ -24,6 +25,7 @@ def test_every_choice_of_every_group_composes(group):
 def test_every_method_preset_pairs_an_aggregator_with_its_backbone(method):
     cfg = compose_run_config([f"+method={method}"])
     expected = {"fedncf": ("fedavg", "ncf"), "fedper": ("fedper", "ncf"), "pfedrec": ("pfedrec", "pfedrec"),
+                "gpfedrec": ("gpfedrec", "ncf"),
                 "composite_sim_only": ("composite", "fcf"), "composite_comp_only": ("composite", "fcf")}
     assert (cfg.agg.name, cfg.model.name) == expected.get(method, (method, "fcf"))
 
@@ -73,7 +75,7 @@ def test_out_of_range_values_fail_naming_the_key(override, key):
     (["agg=perfedrec", "agg.clusters=0"], "agg.clusters"), (["agg=perfedrec", "agg.cluster_on=items"], "agg.cluster_on"),
     (["model=pfedrec", "agg=fedavg"], "agg.name"), (["model=pfedrec", "agg=pfedrec", "model.item_lr_eta=-1"],
                                                     "model.item_lr_eta"),
-    (["model.optimizer=sgd"], "model.optimizer"), (["model.local_epochs=0"], "model.local_epochs"),
+    (["model.optimizer=rmsprop"], "model.optimizer"), (["model.local_epochs=0"], "model.local_epochs"),
     (["kernel=fast"], "kernel"), (["device=cuda", "kernel=numba"], "kernel"),
     (["model=pfedrec", "agg=pfedrec", "kernel=numba"], "kernel"),
     (["agg=fedper", "model=ncf", "agg.personal_layers=4"], "agg.personal_layers"),  # NCF's MLP has 3 layers

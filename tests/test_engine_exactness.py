@@ -124,8 +124,13 @@ class Outcome:
     oracle_rounds: list
 
 
-def _engine_and_oracle(data, cfg, monkeypatch, dtype=torch.float64) -> Outcome:
-    assert cfg.schedule.name == "constant" and cfg.model.local_epochs is None
+def _engine_and_oracle(data, cfg, monkeypatch, dtype=torch.float64, oracle_settings=None) -> Outcome:
+    """The engine's and the oracle's populations after ``cfg``'s rounds; ``oracle_settings``:
+    the oracle's settings when ``_oracle_settings`` does not cover the method."""
+    assert cfg.schedule.name == "constant"
+    if oracle_settings is None:
+        assert cfg.model.local_epochs is None
+        oracle_settings = _oracle_settings(cfg)
     if cfg.agg.name == "composite":
         assert (cfg.agg.comp_metric, cfg.agg.pca_sign_rule) == ("greedy_signed", "scores")
     backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers), cfg.model.latent_dim)
@@ -140,8 +145,7 @@ def _engine_and_oracle(data, cfg, monkeypatch, dtype=torch.float64) -> Outcome:
     Simulation(data, engine, backbone, aggregator, build_schedule(cfg), simulation_settings(cfg),
                cfg.seed).run(records.append)
     positives = [data.train_items[data.train_offsets[c]: data.train_offsets[c + 1]] for c in range(data.num_users)]
-    *oracle, rounds = run_oracle(start.user, start.items, start.mlp, positives, recorder.draws(),
-                                 _oracle_settings(cfg))
+    *oracle, rounds = run_oracle(start.user, start.items, start.mlp, positives, recorder.draws(), oracle_settings)
     return Outcome(start, engine, Population(*oracle), records, rounds)
 
 

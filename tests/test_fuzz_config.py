@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from fedca.config.compose import compose_run_config
-from fedca.config.schema import (AdaptiveScheduleConfig, CompositeAggConfig, EvalConfig, ModelConfig,
-                                 ProtocolConfig, RampScheduleConfig, RunConfig, StepScheduleConfig)
+from fedca.config.schema import (AdaptiveScheduleConfig, CompositeAggConfig, EvalConfig, GPFedRecAggConfig,
+                                 ModelConfig, ProtocolConfig, RampScheduleConfig, RunConfig, StepScheduleConfig)
 from fedca.errors import FedcaError
 
 # (prefix, schema, overrides that select it)
@@ -31,6 +31,7 @@ SECTIONS = [
     ("", RunConfig, ()),
     ("model", ModelConfig, ()),
     ("agg", CompositeAggConfig, ("agg=composite",)),
+    ("agg", GPFedRecAggConfig, ("+method=gpfedrec",)),
     ("protocol", ProtocolConfig, ()),
     ("eval", EvalConfig, ()),
     ("schedule", RampScheduleConfig, ("schedule=linear",)),
@@ -99,6 +100,11 @@ RANGES = {
                                         and all(w >= 1 for w in v)),
     "model.lr_embedding": above(0), "model.lr_structure": above(0), "model.weight_decay": at_least(0),
     "model.item_lr_eta": at_least(0), "model.local_epochs": at_least(1),
+    "model.item_lr_offset": lambda v, cfg: v == 0 if cfg.model.optimizer == "adam" else
+    cfg.model.lr_embedding * (cfg.model.item_lr_eta or 1.0) + v > 0,
+    "model.lr_user": lambda v, cfg: cfg.model.optimizer == "sgd" and v >= 0,
+    "agg.neighborhood_size": at_least(0), "agg.neighborhood_threshold": at_least(0),
+    "agg.mp_layers": lambda v, cfg: 1 <= v <= 64, "agg.reg": at_least(0),
     "agg.w_sim": at_least(0), "agg.w_comp": at_least(0), "agg.alpha": at_least(0), "agg.beta": at_least(0),
     "agg.comp_sign": lambda v, cfg: v in (1, -1),
     "agg.k_principal": lambda v, cfg: 1 <= v <= cfg.model.latent_dim,

@@ -196,3 +196,20 @@ def test_a_difference_within_the_noise_is_not_marked_and_missing_seeds_are_shown
     assert "| x | 0.4300 ± 0.0265 ↑† |" in markdown(frames, preset)  # only the per-user shift (+0.3) is significant
     partial, preset = _ledger_with(tmp_path / "partial", [0.4, 0.5, 0.6], [0.4, 0.5, 0.6], seeds=(0, 1))
     assert "(n=2)" in markdown(tables(partial), preset)
+
+
+def test_a_method_tuned_on_its_preset_reruns_exactly_the_trial(real_data_env, tmp_path):
+    """GPFedRec's tune preset is built on +method=gpfedrec (its backbone and optimiser): the
+    ledger records that preset with the sampler's overrides, and the reruns compose to the trial."""
+    done = subprocess.run([sys.executable, "-m", "fedca", "leaderboard", "+leaderboard=strict",
+                           "datasets=[filmtrust]", "methods={gpfedrec: {tune: gpfedrec}}", "baseline=gpfedrec",
+                           "trials=1", "seeds=[0,1]", "rounds=1", "jobs=1", "threads=1",
+                           "protocols={strict: [protocol=strict]}", f"out={tmp_path / 'out'}",
+                           f"ledger={tmp_path / 'ledger'}"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    tuned = pd.read_csv(tmp_path / "ledger" / "tuned.csv")
+    params = tuned.loc[0, "params"].split()
+    assert params[0] == "+method=gpfedrec" and {p.partition("=")[0] for p in params[1:]} == {
+        "agg.reg", "model.item_lr_eta", "agg.neighborhood_threshold"}
+    results = pd.read_csv(tmp_path / "ledger" / "results.csv")
+    assert sorted(results["seed"]) == [0, 1] and set(results["method"]) == {"gpfedrec"}

@@ -77,7 +77,8 @@ def test_every_agg_config_names_an_aggregator_module_and_back():
 
 
 def _agg_module_name(choice: str) -> str:
-    return compose_run_config([f"agg={choice}", "dataset=ml100k"]).agg.name
+    needs = {"gpfedrec": ["model.optimizer=sgd"]}.get(choice, [])  # its proximal term trains with plain SGD
+    return compose_run_config([f"agg={choice}", "dataset=ml100k", *needs]).agg.name
 
 
 def test_hot_path_has_no_per_client_objects_or_pandas():

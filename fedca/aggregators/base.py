@@ -2,7 +2,8 @@
 
 Around it, hooks with neutral defaults for methods that need them: ``select`` (the server
 picks the participants), ``before_training`` (what participants load before training),
-``anchors`` (a pull term in the local loss) and ``experts`` (extra models whose scores are
+``anchors`` (a pull term in the local loss), ``proximal`` (a squared-distance term to a
+per-client target table in the local loss) and ``experts`` (extra models whose scores are
 averaged with the client's own at evaluation).
 
 Shapes: N clients, n participants (training order), m clients in a personalised download,
@@ -139,6 +140,18 @@ class Anchors:
 
 
 @dataclass
+class Proximal:
+    """A proximal term in the participants' local loss: ``coef * ||V - target||^2`` over the whole
+    item table V of each participant (GPFedRec's regulariser, a FedProx-style anchor). target
+    [n, I, d] in training order; ``coef`` is per table entry (GPFedRec: reg / (I * d), PyTorch's
+    mean-reduced MSE). Rows a client's batches never touch still move towards the target every
+    step. Trained with ``model.optimizer=sgd``."""
+
+    target: torch.Tensor
+    coef: float
+
+
+@dataclass
 class Experts:
     """Models whose sigmoid scores are averaged with the client's own at evaluation
     (PerFedRec's model adaptation): items [K, I, d], mlp [K, P], and assignment [N], the model
@@ -174,6 +187,10 @@ class Aggregator:
 
     def anchors(self, clients: torch.Tensor, state: dict) -> Optional[Anchors]:
         """The pull term of the local loss for ``clients`` [n] (training order), or None."""
+        return None
+
+    def proximal(self, clients: torch.Tensor, state: dict) -> Optional[Proximal]:
+        """The proximal term of the local loss for ``clients`` [n] (training order), or None."""
         return None
 
     def experts(self, state: dict) -> List[Experts]:

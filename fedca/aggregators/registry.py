@@ -7,6 +7,7 @@ from fedca.aggregators.fedatt import FedAtt
 from fedca.aggregators.fedavg import FedAvg
 from fedca.aggregators.fedper import FedPer
 from fedca.aggregators.fedfast import FedFast
+from fedca.aggregators.gpfedrec import GPFedRec
 from fedca.aggregators.local import LocalOnly
 from fedca.aggregators.perfedrec import PerFedRec
 from fedca.aggregators.pfedgraph import PFedGraph
@@ -43,4 +44,8 @@ def build_aggregator(agg_cfg, mlp_layers=()) -> Aggregator:
     if agg_cfg.name == "perfedrec":
         return PerFedRec(clusters=agg_cfg.clusters, cluster_on=agg_cfg.cluster_on, sampling=agg_cfg.sampling,
                          cluster_start_round=agg_cfg.cluster_start_round)
+    if agg_cfg.name == "gpfedrec":
+        return GPFedRec(similarity=agg_cfg.similarity, neighborhood_size=agg_cfg.neighborhood_size,
+                        neighborhood_threshold=agg_cfg.neighborhood_threshold, mp_layers=agg_cfg.mp_layers,
+                        reg=agg_cfg.reg, weighting=agg_cfg.weighting)
     raise ValueError(f"unknown aggregator {agg_cfg.name!r}")

@@ -48,10 +48,12 @@ class DatasetConfig:
 class ModelConfig:
     """Backbone: the score function and its local optimiser settings (docs/methods/backbones.md, local_training.md).
 
-    ``optimizer``: ``adam`` (the official FedCA local training) or ``alternating_sgd``
-    (PFedRec). ``item_lr_eta`` > 0: item learning rate = lr_embedding * I * item_lr_eta (PFedRec's
-    official rule). ``local_epochs``, when set, replaces the top-level ``local_epochs`` for this
-    backbone (PFedRec trains one epoch)."""
+    ``optimizer``: ``adam`` (the official FedCA local training), ``alternating_sgd`` (PFedRec)
+    or ``sgd`` (GPFedRec: every block at once, each at its own rate). ``item_lr_eta`` > 0: item
+    learning rate of the SGD optimisers = lr_embedding * I * item_lr_eta + item_lr_offset
+    (PFedRec's official rule; GPFedRec's has offset -lr). ``lr_user``: the user-vector rate of
+    ``sgd`` (None: lr_embedding). ``local_epochs``, when set, replaces the top-level
+    ``local_epochs`` for this backbone (PFedRec trains one epoch)."""
 
     name: str = MISSING
     latent_dim: int = 16
@@ -63,6 +65,8 @@ class ModelConfig:
     user_init: str = "shared"
     optimizer: str = "adam"
     item_lr_eta: float = 0.0
+    item_lr_offset: float = 0.0
+    lr_user: Optional[float] = None
     local_epochs: Optional[int] = None
 
 
@@ -119,6 +123,18 @@ class PFedGraphAggConfig(AggConfig):
     similarity: str = "all"
     lam: float = 0.01
     reg_sign: int = -1
+
+
+@dataclass
+class GPFedRecAggConfig(AggConfig):
+    """GPFedRec: a user-relation graph over the uploaded tables, graph-weighted personal tables as
+    proximal targets (docs/methods/gpfedrec.md); defaults = the official code's."""
+
+    similarity: str = "official"
+    neighborhood_size: int = 0
+    neighborhood_threshold: float = 1.0
+    mp_layers: int = 1
+    reg: float = 1.0
 
 
 @dataclass
@@ -279,7 +295,7 @@ def register_configs() -> None:
             ("schema/agg", "base", AggConfig), ("schema/agg", "composite", CompositeAggConfig),
             ("schema/agg", "fedper", FedPerAggConfig), ("schema/agg", "fedatt", FedAttAggConfig),
             ("schema/agg", "pfedgraph", PFedGraphAggConfig), ("schema/agg", "fedfast", FedFastAggConfig),
-            ("schema/agg", "perfedrec", PerFedRecAggConfig),
+            ("schema/agg", "perfedrec", PerFedRecAggConfig), ("schema/agg", "gpfedrec", GPFedRecAggConfig),
             ("schema/schedule", "base", ScheduleConfig), ("schema/schedule", "ramp", RampScheduleConfig),
             ("schema/schedule", "step", StepScheduleConfig), ("schema/schedule", "adaptive", AdaptiveScheduleConfig)):
         store.store(group=group, name=name, node=node)

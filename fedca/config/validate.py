@@ -11,18 +11,19 @@ from typing import Iterable
 
 from fedca.aggregators.subspace import COMPLEMENTARITY_METRICS, SIGN_RULES
 from fedca.aggregators.perfedrec import CLUSTER_FEATURES, SAMPLINGS
+from fedca.aggregators.gpfedrec import SIMILARITIES as GPFEDREC_SIMILARITIES
 from fedca.aggregators.pfedgraph import SIMILARITIES
 from fedca.config.schema import (CompositeAggConfig, FedAttAggConfig, FedFastAggConfig, FedPerAggConfig,
-                                 PerFedRecAggConfig, PFedGraphAggConfig, RunConfig)
+                                 GPFedRecAggConfig, PerFedRecAggConfig, PFedGraphAggConfig, RunConfig)
 from fedca.federation.local_train import KERNELS, OPTIMIZERS, numba_scope_error
 from fedca.federation.warm_start import TRANSFERS
 from fedca.errors import FedcaError
 from fedca.metrics.ranking import TIE_POLICIES
 
 AGGREGATORS = ("local", "fedavg", "fcf", "composite", "fedper", "fedatt", "pfedgraph", "pfedrec", "fedfast",
-               "perfedrec")
+               "perfedrec", "gpfedrec")
 MODELS = ("fcf", "ncf", "pfedrec")
-PFEDREC_HEAD_AGGREGATORS = ("pfedrec", "local")  # the others would average the personal bias b_i
+PFEDREC_HEAD_AGGREGATORS = ("pfedrec", "local", "gpfedrec")  # the others would average the personal bias b_i
 SCHEDULES = ("constant", "linear", "cosine", "step", "adaptive")
 SCHEDULED_KEYS = ("w_sim", "w_comp", "interpolation")
 TIME_RULES = ("column", "date_columns", "item_first_appearance", "file_order")
@@ -117,6 +118,17 @@ def _validate_model(cfg: RunConfig) -> None:
     if cfg.kernel == "numba" and scope_error:
         raise FedcaError(scope_error)
     _require(model.item_lr_eta >= 0, "model.item_lr_eta", model.item_lr_eta, "must be >= 0 (0: item lr = lr_embedding)")
+    if model.optimizer == "adam":
+        _require(model.item_lr_offset == 0, "model.item_lr_offset", model.item_lr_offset,
+                 "sets the item rate of the SGD optimisers; must be 0 with model.optimizer=adam")
+    if model.lr_user is not None:
+        _require(model.optimizer == "sgd", "model.lr_user", model.lr_user,
+                 f"sets the user-vector rate of model.optimizer=sgd, not {model.optimizer}; leave it null")
+        _require(model.lr_user >= 0, "model.lr_user", model.lr_user, "must be >= 0")
+    if model.optimizer != "adam":
+        item_rate_at_one_item = model.lr_embedding * (model.item_lr_eta or 1.0) + model.item_lr_offset
+        _require(item_rate_at_one_item > 0, "model.item_lr_offset", model.item_lr_offset,
+                 "makes the item learning rate lr_embedding * I * item_lr_eta + item_lr_offset <= 0")
     if model.local_epochs is not None:
         _at_least("model.local_epochs", model.local_epochs, 1)
     if model.name == "pfedrec":
@@ -159,6 +171,20 @@ def _validate_agg(cfg: RunConfig) -> None:
         _choice("agg.similarity", agg.similarity, SIMILARITIES)
         _require(agg.lam >= 0, "agg.lam", agg.lam, "must be >= 0")
         _choice("agg.reg_sign", agg.reg_sign, (1, -1))
+    if isinstance(agg, PFedGraphAggConfig) and agg.lam > 0 and cfg.model.optimizer == "sgd":
+        raise FedcaError(f"model.optimizer='sgd' cannot train the pull term of agg=pfedgraph (agg.lam={agg.lam}); "
+                         f"use model.optimizer=adam or agg.lam=0")
+    if isinstance(agg, GPFedRecAggConfig):
+        _choice("agg.similarity", agg.similarity, GPFEDREC_SIMILARITIES)
+        _at_least("agg.neighborhood_size", agg.neighborhood_size, 0)
+        _require(agg.neighborhood_threshold >= 0, "agg.neighborhood_threshold", agg.neighborhood_threshold,
+                 "must be >= 0")
+        _at_least("agg.mp_layers", agg.mp_layers, 1)
+        _require(agg.reg >= 0, "agg.reg", agg.reg, "must be >= 0")
+        _require(agg.mp_layers <= 64, "agg.mp_layers", agg.mp_layers, "must be <= 64 (A^L has converged long before)")
+        if agg.reg > 0 and cfg.model.optimizer != "sgd":
+            raise FedcaError(f"model.optimizer={cfg.model.optimizer!r} cannot train the proximal term of agg=gpfedrec "
+                             f"(agg.reg={agg.reg}); set model.optimizer=sgd, or use +method=gpfedrec (the official setup)")
     if isinstance(agg, FedFastAggConfig):
         _ratio("agg.delegates_ratio", agg.delegates_ratio)
         _at_least("agg.clusters", agg.clusters, 0)

@@ -9,14 +9,19 @@ table and scattering it back equals training the full [I, d] table. Every step:
 * each busy client takes its next mini-batch; the loss is the sum over clients of each
   client's mean BCE, so gradients never mix between clients;
 * the update rule moves only the busy clients' parameters: ``adam`` (a fresh Adam per client
-  per round, each with its own step counter, §Adam) or ``alternating_sgd`` (PFedRec, §Alternating SGD: a
+  per round, each with its own step counter, §Adam), ``alternating_sgd`` (PFedRec, §Alternating SGD: a
   plain SGD step of the score function with the item table fixed, then a plain SGD step of the
-  item rows at the new score function).
+  item rows at the new score function) or ``sgd`` (GPFedRec: one plain SGD step of every block at
+  once, each block at its own rate).
 
 The official early stop ends a client's epochs when its running-average loss (all batches
 of all epochs so far) changes by less than ``threshold`` relative to the previous epoch's.
 
-An optional pull term (``Anchors``, pFedGraph, ``pull.AnchorPull``) adds to each client's loss.
+An optional pull term (``Anchors``, pFedGraph, ``pull.AnchorPull``, with ``adam``) or proximal
+term (``Proximal``, GPFedRec, ``ProximalRows``, with ``sgd``) adds to each client's loss. The
+proximal term reaches every row of the table, also rows outside the compact table: those only
+decay towards the target, by the factor (1 - item_lr * 2 coef) per step, applied in closed form
+after the round.
 
 Two kernels train the compact table (``choose_kernel``). ``torch`` (``_train_batched``) steps all
 busy clients at once as above, on any device and backbone. ``numba`` (``fused.train_round``)
@@ -30,7 +35,7 @@ from typing import Optional
 
 import torch
 
-from fedca.aggregators.base import Anchors
+from fedca.aggregators.base import Anchors, Proximal
 from fedca.errors import FedcaError
 from fedca.federation.adam import RowAdam
 from fedca.federation.batches import EpochShuffle, RoundBatches
@@ -43,15 +48,16 @@ try:
 except ImportError:  # numba missing or unusable here: only the torch kernel runs
     fused = None
 
-OPTIMIZERS = ("adam", "alternating_sgd")
+OPTIMIZERS = ("adam", "alternating_sgd", "sgd")
 KERNELS = ("auto", "torch", "numba")
 
 
 @dataclass
 class LocalSettings:
-    """Optimiser and stopping settings of local training. ``item_lr_eta`` > 0 sets the item
-    learning rate to ``lr_embedding * I * item_lr_eta`` (PFedRec's official rule), else it is
-    ``lr_embedding``."""
+    """Optimiser and stopping settings of local training. The item learning rate of the SGD
+    optimisers is ``lr_embedding * I * item_lr_eta + item_lr_offset`` when ``item_lr_eta`` > 0
+    (PFedRec's official rule; GPFedRec's subtracts lr), else ``lr_embedding + item_lr_offset``.
+    ``lr_user``: the user-vector rate of ``sgd`` (None: lr_embedding)."""
 
     epochs: int
     lr_embedding: float
@@ -62,6 +68,13 @@ class LocalSettings:
     optimizer: str = "adam"
     item_lr_eta: float = 0.0
     kernel: str = "auto"
+    lr_user: Optional[float] = None
+    item_lr_offset: float = 0.0
+
+    def item_lr(self, num_items: int) -> float:
+        """The item-row learning rate of the SGD optimisers for a table of ``num_items`` rows."""
+        scale = num_items * self.item_lr_eta if self.item_lr_eta else 1.0
+        return self.lr_embedding * scale + self.item_lr_offset
 
 
 @dataclass
@@ -320,6 +333,55 @@ class AlternatingSGDRule:
         return per_instance
 
 
+class ProximalRows:
+    """The proximal term ``coef * ||V - target||^2`` on the compact rows: target_rows [R, d] are
+    the targets of the compact rows; ``steps`` [n] counts each client's steps, for the rows
+    outside the compact table (``decay_untouched``)."""
+
+    def __init__(self, proximal: Proximal, row_owner: torch.Tensor, row_items: torch.Tensor, table: torch.Tensor,
+                 clients: int):
+        self.coef = proximal.coef
+        self.target_rows = proximal.target.to(table)[row_owner.to(table.device), row_items]  # [R, d]
+        self.steps = torch.zeros(clients, dtype=torch.long)
+
+    def step(self, table: torch.Tensor, step: Step, lr: float) -> None:
+        """One SGD step of the term's gradient 2 coef (V - target) on the busy clients' compact
+        rows, from their values before this step's other updates."""
+        self.steps[step.active] += 1
+        for first, end, _ in step.row_runs:
+            rows = table[first:end]
+            rows.sub_(rows - self.target_rows[first:end], alpha=lr * 2 * self.coef)
+
+    def decay_untouched(self, blocks: torch.Tensor, target: torch.Tensor, lr: float) -> torch.Tensor:
+        """[m, I, d] the tables ``blocks`` [m, I, d] (a chunk of the participants, in training order,
+        with their ``target`` [m, I, d]) after the round's steps of the term alone: what rows outside
+        the compact table end at."""
+        factor = (1.0 - lr * 2 * self.coef) ** self.steps[:blocks.shape[0]].to(blocks)  # [m]
+        return target + factor.view(-1, 1, 1) * (blocks - target)
+
+
+class SGDRule:
+    """GPFedRec's plain SGD: per mini-batch one step of every block from the same gradients,
+    the user vectors at ``user_lr``, the item rows at ``item_lr`` and the MLP at ``mlp_lr``
+    (no weight decay, no momentum), plus the proximal term's step on the item rows."""
+
+    def __init__(self, table, user, mlp, backbone: Backbone, user_lr: float, item_lr: float, mlp_lr: float,
+                 proximal: Optional[ProximalRows]):
+        self.table, self.user, self.mlp, self.backbone = table, user, mlp, backbone
+        self.user_lr, self.item_lr, self.mlp_lr, self.proximal = user_lr, item_lr, mlp_lr, proximal
+
+    def step(self, step: Step) -> torch.Tensor:
+        flat_rows, per_instance, grad_user, grad_items, grad_mlp = batch_loss_and_grads(
+            self.backbone, self.table, self.user, self.mlp, step)
+        if self.proximal is not None:
+            self.proximal.step(self.table, step, self.item_lr)
+        self.table.index_add_(0, flat_rows, grad_items.full().reshape(-1, self.table.shape[1]), alpha=-self.item_lr)
+        self.user.index_add_(0, step.active_dev, grad_user, alpha=-self.user_lr)
+        if self.mlp.shape[1]:
+            self.mlp.index_add_(0, step.active_dev, grad_mlp, alpha=-self.mlp_lr)
+        return per_instance
+
+
 def _finite_rows(values: torch.Tensor) -> torch.Tensor:
     """[rows] whether each row of ``values`` [rows, k] is finite. One sum settles the usual case
     (all finite); a non-finite or overflowing sum falls back to the per-row check."""
@@ -351,9 +413,22 @@ def choose_kernel(settings: LocalSettings, backbone: Backbone, device: torch.dev
     return "numba"
 
 
+def _term_error(settings: LocalSettings, anchors: Optional[Anchors], proximal: Optional[Proximal]) -> Optional[str]:
+    """Why the local terms cannot be trained with ``settings.optimizer`` (None: they can)."""
+    if anchors is not None and settings.optimizer == "sgd":
+        return "the pull term (Anchors) is trained with model.optimizer=adam, not sgd"
+    if proximal is not None and settings.optimizer != "sgd":
+        return f"the proximal term is trained with model.optimizer=sgd, not {settings.optimizer}"
+    return None
+
+
 def local_train(population: Population, batches: RoundBatches, backbone: Backbone, settings: LocalSettings,
-                shuffle: torch.Generator, anchors: Optional[Anchors] = None) -> LocalResult:
+                shuffle: torch.Generator, anchors: Optional[Anchors] = None,
+                proximal: Optional[Proximal] = None) -> LocalResult:
     """Train every client of ``batches`` from its current state in ``population`` (updated in place)."""
+    term_error = _term_error(settings, anchors, proximal)
+    if term_error:
+        raise FedcaError(term_error)
     device = population.items.device
     clients = batches.clients.to(device)
     n, num_items = clients.numel(), population.items.shape[1]
@@ -372,13 +447,17 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     mlp = population.mlp[clients].clone()  # [n, P]
     pull = None if anchors is None or settings.optimizer == "alternating_sgd" else \
         AnchorPull(anchors, population.items[clients], row_owner, row_items, table, mlp)
+    proximal_rows = None if proximal is None else ProximalRows(proximal, row_owner, row_items, table, n)
     instance_rows = instance_rows.to(device)
     if choose_kernel(settings, backbone, device) == "numba":
         loss_sum, seen, epochs_run = fused.train_round(table, user, mlp, backbone, batches, row_offsets,
                                                        instance_rows, settings, shuffle, pull)
     else:
         loss_sum, seen, epochs_run = _train_batched(table, user, mlp, batches, backbone, settings, shuffle, pull,
-                                                    row_owner, row_offsets, instance_rows, num_items)
+                                                    row_owner, row_offsets, instance_rows, num_items,
+                                                    proximal_rows)
+    if proximal_rows is not None:
+        _decay_untouched_rows(population, clients, proximal, proximal_rows, settings.item_lr(num_items))
 
     losses = loss_sum / seen.clamp(min=1)
     finite = torch.isfinite(losses) & _finite_rows(user).cpu() & _finite_rows(mlp).cpu()
@@ -390,17 +469,35 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
                        row_counts=row_counts)
 
 
+PROXIMAL_CHUNK = 64  # participants whose whole tables are decayed at once (memory: 3 * 64 * I * d values)
+
+
+def _decay_untouched_rows(population: Population, clients: torch.Tensor, proximal: Proximal,
+                          proximal_rows: ProximalRows, item_lr: float) -> None:
+    """Move every row of the participants' tables outside the compact table as the proximal term
+    alone moved it over the round (the compact rows are written back afterwards)."""
+    for first in range(0, clients.numel(), PROXIMAL_CHUNK):
+        chunk = clients[first:first + PROXIMAL_CHUNK]
+        target = proximal.target[first:first + PROXIMAL_CHUNK].to(population.items)
+        decayed = proximal_rows.decay_untouched(population.items[chunk], target, item_lr)
+        population.items[chunk] = decayed
+
+
 def _train_batched(table, user, mlp, batches: RoundBatches, backbone: Backbone, settings: LocalSettings,
                    shuffle: torch.Generator, pull: Optional[AnchorPull], row_owner: torch.Tensor,
-                   row_offsets: torch.Tensor, instance_rows: torch.Tensor, num_items: int) -> tuple:
+                   row_offsets: torch.Tensor, instance_rows: torch.Tensor, num_items: int,
+                   proximal: Optional[ProximalRows] = None) -> tuple:
     """The torch kernel: every busy client stepped at once, epoch after epoch, on table [R, d],
-    user [n, d] and mlp [n, P] in place (``num_items`` sets PFedRec's item learning rate).
+    user [n, d] and mlp [n, P] in place (``num_items`` sets the SGD item learning rate).
     Returns (loss_sum, seen) [n] float64 (summed BCE and instances over the epochs run) and
     epochs_run [n]."""
     device, n = table.device, user.shape[0]
     if settings.optimizer == "alternating_sgd":
-        item_lr = settings.lr_embedding * (num_items * settings.item_lr_eta if settings.item_lr_eta else 1.0)
-        rule = AlternatingSGDRule(table, user, mlp, backbone, settings.lr_structure, item_lr)
+        rule = AlternatingSGDRule(table, user, mlp, backbone, settings.lr_structure, settings.item_lr(num_items))
+    elif settings.optimizer == "sgd":
+        user_lr = settings.lr_embedding if settings.lr_user is None else settings.lr_user
+        rule = SGDRule(table, user, mlp, backbone, user_lr, settings.item_lr(num_items), settings.lr_structure,
+                       proximal)
     else:
         split = rank_one_split(batches.num_batches, row_offsets[1:] - row_offsets[:-1], batches.batch_size,
                                backbone.rank_one_item_grads)

@@ -101,10 +101,12 @@ class Simulation:
         batches = build_round(self.data, participants, settings.num_train_negatives, settings.batch_size,
                               gens["train_negatives"])
         anchors = self.aggregator.anchors(batches.clients, self.server_state)
+        proximal = self.aggregator.proximal(batches.clients, self.server_state)
         if settings.privacy.active:
             start_blocks = (self.population.items[batches.clients], self.population.mlp[batches.clients])
         try:
-            local = local_train(self.population, batches, self.backbone, settings.local, gens["shuffle"], anchors)
+            local = local_train(self.population, batches, self.backbone, settings.local, gens["shuffle"], anchors,
+                                proximal)
             broken = int((~local.finite).sum())
         except NonFiniteScores as exc:
             broken = exc.clients

@@ -8,8 +8,8 @@ record ``ledger``, see ``fedca.leaderboard.ledger``):
    trial's objective its selected round's validation HR@K (``fedca/optuna_sweeper.py``, which
    refuses test-set selection), the TPE sampler seeded with ``tune_seed`` (a study resumed
    after a kill draws its remaining trials from a restarted sampler). The study lives in ``<out>/tune/<dataset>/<method>/`` and
-   resumes where a kill left it. Its best trial (its ``agg`` and ``model`` choices and the
-   overrides the sampler chose) goes to the ledger's ``tuned.csv``; a cell found there is not
+   resumes where a kill left it. Its best trial (its ``agg`` and ``model`` choices, the ``+method`` preset
+   its tune preset is built on, if any, and the overrides the sampler chose) goes to the ledger's ``tuned.csv``; a cell found there is not
    searched again. Before recording it, the pipeline composes the rerun config of the tuning
    protocol on ``tune_seed`` and checks that it equals the best trial's ``config.yaml``, so a
    rerun is the tuned configuration and not a near miss.
@@ -122,8 +122,9 @@ def best_of_study(cfg: LeaderboardConfig, cell: Cell) -> dict:
     trial = Path(best["run_dir"])
     hydra = yaml.safe_load((trial / ".hydra" / "hydra.yaml").read_text())
     choices = hydra["hydra"]["runtime"]["choices"]
+    preset = [f"+method={choices['method']}"] if choices.get("method") else []  # a tune preset built on one
     return {"agg": choices["agg"], "model": choices["model"],
-            "params": [override for override in best["overrides"] if _key(override) not in passed],
+            "params": [*preset, *(override for override in best["overrides"] if _key(override) not in passed)],
             "objective": best["objective"], "value": best["value"], "trials": best["trials"],
             "trial": str(trial.resolve().relative_to(folder.resolve()))}
 
