@@ -105,6 +105,7 @@ MODULES = {
                                                           "tests/test_math_perfedrec.py")),
     "pfedgraph": Module("fedca/aggregators/pfedgraph.py", ("tests/test_graph_and_dual.py",
                                                             "tests/test_math_pfedgraph.py")),
+    "gpfedrec": Module("fedca/aggregators/gpfedrec.py", ("tests/test_math_gpfedrec.py",)),
 }
 
 # mutmut exit codes (mutmut.stats.status_by_exit_code) folded into the report's classes.
