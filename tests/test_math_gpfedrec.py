@@ -2,12 +2,16 @@
 transcription of the official code's graph, neighbourhood and message-passing loops
 (tests/oracle.py), on random tables; no data, fast enough for mutation testing."""
 
+import dataclasses
+import inspect
+
 import numpy as np
 import pytest
 import torch
 
 from fedca.aggregators.base import RoundContext, Uploads
-from fedca.aggregators.gpfedrec import GPFedRec
+from fedca.aggregators.gpfedrec import GPFedRec, neighbourhoods, relation_scores
+from fedca.config.schema import GPFedRecAggConfig
 from fedca.federation.population import Population
 
 from oracle import OracleSettings, gpfedrec_tables
@@ -107,3 +111,64 @@ def test_global_table_weighs_by_samples_when_asked():
 def test_bad_knobs_are_refused(knobs):
     with pytest.raises(ValueError):
         GPFedRec(**knobs)
+
+
+def test_threshold_rows_keep_scores_strictly_above_the_mean_times_threshold():
+    scores = torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 2.0], [2.0, 2.0, -1.0]], dtype=torch.float64)  # mean 1
+    graph = neighbourhoods(scores, 0, 1.0)
+    expected = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.5, 0.5, 0.0]], dtype=torch.float64)
+    assert torch.equal(graph, expected)  # 1.0 == t is left out; a lone neighbour gets weight 1
+    assert torch.equal(neighbourhoods(scores, 0, 5.0), torch.eye(3, dtype=torch.float64))  # nobody above: itself
+    top = neighbourhoods(scores, 2, 1.0)
+    assert torch.equal(top, torch.tensor([[0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]], dtype=torch.float64))
+
+
+def test_scores_of_small_and_of_identical_or_opposite_tables():
+    small = torch.tensor([[0.0, 0.0], [0.3, 0.4], [0.1, 0.0], [0.1, 0.1]], dtype=torch.float64)
+    euclidean = relation_scores(small, "euclidean")
+    assert euclidean[0, 1] == pytest.approx(-0.5, abs=1e-15) and euclidean[2, 3] == pytest.approx(-0.1, abs=1e-15)
+    cosine = relation_scores(small[2:], "cosine")
+    assert cosine[0, 1] == pytest.approx(0.5 ** 0.5, abs=1e-15)
+    draws = torch.randn(300, 7, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    draws = draws * torch.rand(300, 1, generator=torch.Generator().manual_seed(12), dtype=torch.float64) * 10
+    tables = torch.stack([draws, draws, -draws], 1).reshape(900, 7)  # a, a, -a per draw
+    official = relation_scores(tables, "official")
+    assert float(official.min()) >= 0.0 and float(official.max()) <= 2.0  # sklearn clips rounding to [0, 2]
+    same, opposite = official[0::3, 1::3].diagonal(), official[0::3, 2::3].diagonal()
+    assert bool((same == 0).any()) and bool((opposite == 2).any())  # clipping happened at both ends
+
+
+def test_constructor_defaults_are_the_declared_ones():
+    declared = {item.name: item.default for item in dataclasses.fields(GPFedRecAggConfig) if item.name != "name"}
+    taken = {name: parameter.default for name, parameter in inspect.signature(GPFedRec.__init__).parameters.items()
+             if name != "self"}
+    assert taken == declared
+
+
+def test_float32_tables_statistics_and_kept_targets():
+    gen = torch.Generator().manual_seed(9)
+    agg, state, initial = _started()
+    state = agg.start(initial.float(), torch.zeros(0))
+    first = torch.randn(3, 6, 3, generator=gen)
+    downloads, state = agg.aggregate(_uploads(first, torch.tensor([0, 1, 2]), 5), state,
+                                     RoundContext(0, {}, torch.Generator()))
+    assert state["personal"].dtype == torch.float32 and state["global"].dtype == torch.float32
+    assert downloads.stats["global_change"] == pytest.approx(float((state["global"] - initial.float()).norm()),
+                                                             rel=1e-6)
+    assert {"w_self", "w_entropy", "w_nonzero"} <= set(downloads.stats)
+    kept = state["personal"][0].clone()
+    _, state = agg.aggregate(_uploads(torch.randn(2, 6, 3, generator=gen), torch.tensor([3, 4]), 5), state,
+                             RoundContext(1, {}, torch.Generator()))
+    assert torch.equal(state["personal"][0], kept)  # client 0 sat out: its target stays
+    assert agg.cold_start(None, state, None).kind == "global"
+
+
+def test_the_defaults_are_the_official_code_s_threshold_and_weight():
+    agg = GPFedRec()
+    initial = torch.randn(6, 3, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    state = agg.start(initial, torch.zeros(0, dtype=torch.float64))
+    assert agg.proximal(torch.tensor([0]), state).coef == 1.0 / initial.numel()  # reg = 1
+    tables = torch.randn(6, 6, 3, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    _, state = agg.aggregate(_uploads(tables, torch.arange(6), 6), state, RoundContext(0, {}, torch.Generator()))
+    graph = neighbourhoods(relation_scores(tables.reshape(6, -1), "official"), 0, 1.0)
+    assert torch.allclose(state["personal"], torch.einsum("ij,jad->iad", graph, tables), rtol=0, atol=1e-14)

@@ -135,6 +135,7 @@ class GPFedRecAggConfig(AggConfig):
     neighborhood_threshold: float = 1.0
     mp_layers: int = 1
     reg: float = 1.0
+    weighting: str = "uniform"
 
 
 @dataclass
