@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from fedca.config.compose import GROUPS, available, compose_run_config
 from fedca.config.paths import conf_dir
 from fedca.config.schema import register_configs
-from fedca.config.schema import CompositeAggConfig
+from fedca.aggregators.composite import CompositeAggConfig
 from fedca.errors import FedcaError
 
 

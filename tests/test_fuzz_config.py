@@ -22,8 +22,10 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from fedca.config.compose import compose_run_config
-from fedca.config.schema import (AdaptiveScheduleConfig, CompositeAggConfig, EvalConfig, GPFedRecAggConfig,
-                                 ModelConfig, ProtocolConfig, RampScheduleConfig, RunConfig, StepScheduleConfig)
+from fedca.aggregators.composite import CompositeAggConfig
+from fedca.aggregators.gpfedrec import GPFedRecAggConfig
+from fedca.config.schema import (AdaptiveScheduleConfig, EvalConfig, ModelConfig, ProtocolConfig, RampScheduleConfig,
+                                 RunConfig, StepScheduleConfig)
 from fedca.errors import FedcaError
 
 # (prefix, schema, overrides that select it)

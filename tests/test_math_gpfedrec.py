@@ -11,7 +11,7 @@ import torch
 
 from fedca.aggregators.base import RoundContext, Uploads
 from fedca.aggregators.gpfedrec import GPFedRec, neighbourhoods, relation_scores
-from fedca.config.schema import GPFedRecAggConfig
+from fedca.aggregators.gpfedrec import GPFedRecAggConfig
 from fedca.federation.population import Population
 
 from oracle import OracleSettings, gpfedrec_tables

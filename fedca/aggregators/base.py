@@ -10,12 +10,15 @@ Shapes: N clients, n participants (training order), m clients in a personalised 
 I items, d dims, P MLP size, K cluster or expert models.
 """
 
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+import inspect
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from omegaconf import MISSING
 
 from fedca.federation.population import Population
+from fedca.config.rules import choice
 from fedca.metrics.means import exact_mean
 
 USER_VECTORS = "user vectors"
@@ -162,12 +165,44 @@ class Experts:
     assignment: torch.Tensor
 
 
+WEIGHTINGS = ("samples", "uniform")
+
+
+@dataclass
+class AggConfig:
+    """The schema of ``conf/agg/<choice>.yaml`` for an aggregator without knobs of its own; an
+    aggregator with knobs declares a subclass beside it (its ``Aggregator.config``), whose
+    ``check`` holds every rule on those knobs."""
+
+    name: str = MISSING
+    weighting: str = "samples"  # samples: data-size weights n_i / sum n | uniform: 1 / n
+
+    def check(self, run) -> None:
+        """FedcaError (one line naming the key) when a knob is out of range or does not fit the
+        rest of the run config ``run`` (a ``RunConfig``); called before any work starts."""
+        choice("agg.weighting", self.weighting, WEIGHTINGS)
+
+
 class Aggregator:
     """Base class. ``reveals`` names what the server sees beyond the shared block and sample
-    counts (for the protocol record): ``USER_VECTORS``, ``TRAINED_ITEMS``, ..."""
+    counts (for the protocol record): ``USER_VECTORS``, ``TRAINED_ITEMS``, ...
+    ``config``: the dataclass its ``conf/agg/`` files extend; ``from_config`` passes each of its
+    fields that the constructor takes (and ``mlp_layers`` when it asks for them).
+    ``averages_mlp``: whether the server mixes the clients' MLP blocks (a backbone that keeps a
+    personal score function there, PFedRec's, needs one that does not)."""
 
     name = "aggregator"
     reveals: Tuple[str, ...] = ()
+    config: ClassVar[type] = AggConfig
+    averages_mlp: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(cls, agg_cfg: AggConfig, mlp_layers: Sequence[int] = ()) -> "Aggregator":
+        takes = inspect.signature(cls.__init__).parameters
+        knobs = {item.name: getattr(agg_cfg, item.name) for item in fields(agg_cfg) if item.name in takes}
+        if "mlp_layers" in takes:
+            knobs["mlp_layers"] = list(mlp_layers)
+        return cls(**knobs)
 
     def start(self, items: torch.Tensor, mlp: torch.Tensor, users: Optional[torch.Tensor] = None) -> dict:
         """The server state before round 1, given the initial shared block every client starts

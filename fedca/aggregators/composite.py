@@ -11,19 +11,63 @@ Per round, for a uniform subset A of m = floor(n * agg_clients_ratio) participan
   of its own block (step 8 and D8). Everyone else receives nothing this round (D7).
 """
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
-from fedca.aggregators.base import TRAINED_ITEMS, Aggregator, Downloads, data_weights, weight_stats
+from fedca.aggregators.base import TRAINED_ITEMS, AggConfig, Aggregator, Downloads, data_weights, weight_stats
 from fedca.aggregators.simplex import project_rows_to_simplex
-from fedca.aggregators.subspace import (complementarity_matrix, pca1_scores, principal_bases,
-                                        similarity_matrix)
+from fedca.aggregators.subspace import (COMPLEMENTARITY_METRICS, SIGN_RULES, complementarity_matrix, pca1_scores,
+                                        principal_bases, similarity_matrix)
+from fedca.config.rules import choice, ratio, require
 from fedca.metrics.means import exact_mean
+
+
+@dataclass
+class CompositeAggConfig(AggConfig):
+    """FedCA composite aggregation (docs/methods/composite.md); defaults = the official code's.
+
+    ``w_sim``/``w_comp`` weigh model similarity and data complementarity. The official code
+    calls them ``beta`` and ``alpha`` respectively (its README says the opposite, D1); set
+    ``alpha``/``beta`` to use the code's meaning: alpha -> w_comp, beta -> w_sim.
+    """
+
+    w_sim: float = 0.3
+    w_comp: float = 0.3
+    alpha: Optional[float] = None
+    beta: Optional[float] = None
+    comp_sign: int = 1
+    comp_metric: str = "greedy_signed"
+    pca_sign_rule: str = "scores"
+    k_principal: int = 4
+    agg_clients_ratio: float = 0.1
+    interpolation: float = 0.9
+
+    def check(self, run) -> None:
+        super().check(run)
+        for code_name, our_name in (("alpha", "w_comp"), ("beta", "w_sim")):  # the code's names (D1)
+            code_value = getattr(self, code_name)
+            if code_value is not None:
+                require(code_value >= 0, f"agg.{code_name}", code_value, "must be >= 0")
+                setattr(self, our_name, float(code_value))
+                setattr(self, code_name, None)
+        for key in ("w_sim", "w_comp"):
+            require(getattr(self, key) >= 0, f"agg.{key}", getattr(self, key), "must be >= 0")
+        choice("agg.comp_sign", self.comp_sign, (1, -1))
+        choice("agg.comp_metric", self.comp_metric, COMPLEMENTARITY_METRICS)
+        choice("agg.pca_sign_rule", self.pca_sign_rule, SIGN_RULES)
+        require(1 <= self.k_principal <= run.model.latent_dim, "agg.k_principal", self.k_principal,
+                f"must be in [1, model.latent_dim={run.model.latent_dim}]")
+        ratio("agg.agg_clients_ratio", self.agg_clients_ratio)
+        require(0.0 <= self.interpolation <= 1.0, "agg.interpolation", self.interpolation, "must be in [0, 1]")
 
 
 class Composite(Aggregator):
     """Personalised aggregation weighted by model similarity and data complementarity."""
 
     name = "composite"
+    config = CompositeAggConfig
     reveals = (TRAINED_ITEMS,)  # the bases come from the rows of this round's instances (D10)
 
     def __init__(self, *, k_principal: int = 4, agg_clients_ratio: float = 0.1, comp_sign: int = 1,

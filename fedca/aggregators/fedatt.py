@@ -12,9 +12,12 @@ bias), with w_i the participants' trained copies:
 Every client replaces its shared block with the new global model.
 """
 
+from dataclasses import dataclass
+
 import torch
 
-from fedca.aggregators.base import Aggregator, Downloads
+from fedca.aggregators.base import AggConfig, Aggregator, Downloads
+from fedca.config.rules import choice, require
 from fedca.models.backbones import NCF
 
 
@@ -35,10 +38,26 @@ def attentive_step(server: torch.Tensor, clients: torch.Tensor, step_size: float
     return server - step_size * step + noise * jitter, attention
 
 
+@dataclass
+class FedAttAggConfig(AggConfig):
+    """FedAtt: layer-wise attention aggregation (defaults = the official code)."""
+
+    step_size: float = 1.2
+    noise: float = 0.001
+    att_norm: str = "spectral"
+
+    def check(self, run) -> None:
+        super().check(run)
+        require(self.step_size > 0, "agg.step_size", self.step_size, "must be > 0")
+        require(self.noise >= 0, "agg.noise", self.noise, "must be >= 0")
+        choice("agg.att_norm", self.att_norm, ("spectral", "fro"))
+
+
 class FedAtt(Aggregator):
     """Layer-wise attention over server-client distances and a server step."""
 
     name = "fedatt"
+    config = FedAttAggConfig
 
     def __init__(self, *, mlp_layers, step_size: float = 1.2, noise: float = 0.001, att_norm: str = "spectral"):
         if att_norm not in ("spectral", "fro"):

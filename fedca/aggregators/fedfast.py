@@ -13,17 +13,40 @@ The server holds every user's vector (declared in ``reveals``). Each round:
 * re-cluster on the updated user vectors.
 """
 
+from dataclasses import dataclass
+
 import torch
 
-from fedca.aggregators.base import USER_VECTORS, Aggregator, Downloads, data_weights
+from fedca.aggregators.base import USER_VECTORS, AggConfig, Aggregator, Downloads, data_weights
 from fedca.aggregators.clustering import cluster_means, kmeans, stratified_sample
+from fedca.config.rules import at_least, ratio, require
 from fedca.metrics.means import exact_mean
+
+
+@dataclass
+class FedFastAggConfig(AggConfig):
+    """FedFast: clustered delegates, update-size weighted rows, user-vector propagation (docs/methods/fedfast.md)."""
+
+    delegates_ratio: float = 0.1
+    clusters: int = 0
+    gamma0: float = 1.0
+    gamma_decay: float = 0.9
+
+    def check(self, run) -> None:
+        super().check(run)
+        ratio("agg.delegates_ratio", self.delegates_ratio)
+        at_least("agg.clusters", self.clusters, 0)
+        require(self.gamma0 >= 0, "agg.gamma0", self.gamma0, "must be >= 0")
+        require(0 <= self.gamma_decay <= 1, "agg.gamma_decay", self.gamma_decay, "must be in [0, 1]")
+        require(run.clients_sample_ratio == 1.0, "clients_sample_ratio", run.clients_sample_ratio,
+                "FedFast picks its own delegates; set agg.delegates_ratio instead")
 
 
 class FedFast(Aggregator):
     """Cluster-stratified delegates, update-size weighted item rows, user-vector propagation."""
 
     name = "fedfast"
+    config = FedFastAggConfig
     reveals = (USER_VECTORS,)
 
     def __init__(self, *, delegates_ratio: float = 0.1, clusters: int = 0, gamma0: float = 1.0,

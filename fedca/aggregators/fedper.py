@@ -6,11 +6,13 @@ layers and the personal part is the top ``personal_layers`` MLP layers (and the 
 on FCF there is no personal layer beyond the user vector, so FedPer equals FedAvg.
 """
 
+from dataclasses import dataclass
 from typing import List
 
 import torch
 
-from fedca.aggregators.base import Aggregator, Downloads, data_weights
+from fedca.aggregators.base import AggConfig, Aggregator, Downloads, data_weights
+from fedca.config.rules import at_least, require
 
 
 def shared_mlp_columns(layers: List[int], personal_layers: int) -> torch.Tensor:
@@ -21,10 +23,26 @@ def shared_mlp_columns(layers: List[int], personal_layers: int) -> torch.Tensor:
     return torch.arange(sum(sizes[:shared]))
 
 
+@dataclass
+class FedPerAggConfig(AggConfig):
+    """FedPer: FedAvg on the base layers; the top ``personal_layers`` MLP layers stay local."""
+
+    personal_layers: int = 2
+
+    def check(self, run) -> None:
+        super().check(run)
+        at_least("agg.personal_layers", self.personal_layers, 0)
+        layers = max(0, len(run.model.mlp_layers) - 1)  # the model's MLP layers (0 on FCF: none)
+        if layers:
+            require(self.personal_layers <= layers, "agg.personal_layers", self.personal_layers,
+                    f"the MLP of model={run.model.name} has {layers} layers; at most {layers} can be personal")
+
+
 class FedPer(Aggregator):
     """FedAvg on the base layers; personalization layers stay on the client."""
 
     name = "fedper"
+    config = FedPerAggConfig
 
     def __init__(self, *, mlp_layers: List[int], personal_layers: int = 2, weighting: str = "samples"):
         if personal_layers < 0:

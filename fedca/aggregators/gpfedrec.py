@@ -27,11 +27,14 @@ graph by user id); here any participant set works, and a client's r_i is kept un
 part again.
 """
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from fedca.aggregators.base import Aggregator, Downloads, Proximal, data_weights, weight_stats
+from fedca.aggregators.base import AggConfig, Aggregator, Downloads, Proximal, data_weights, weight_stats
+from fedca.config.rules import at_least, choice, require
+from fedca.errors import FedcaError
 
 SIMILARITIES = ("official", "cosine", "euclidean")
 
@@ -66,10 +69,38 @@ def neighbourhoods(scores: torch.Tensor, size: int, threshold: float) -> torch.T
     return graph
 
 
+@dataclass
+class GPFedRecAggConfig(AggConfig):
+    """GPFedRec: a user-relation graph over the uploaded tables, graph-weighted personal tables as
+    proximal targets (docs/methods/gpfedrec.md); defaults = the official code's."""
+
+    similarity: str = "official"
+    neighborhood_size: int = 0
+    neighborhood_threshold: float = 1.0
+    mp_layers: int = 1
+    reg: float = 1.0
+    weighting: str = "uniform"
+
+    def check(self, run) -> None:
+        super().check(run)
+        choice("agg.similarity", self.similarity, SIMILARITIES)
+        at_least("agg.neighborhood_size", self.neighborhood_size, 0)
+        require(self.neighborhood_threshold >= 0, "agg.neighborhood_threshold", self.neighborhood_threshold,
+                "must be >= 0")
+        at_least("agg.mp_layers", self.mp_layers, 1)
+        require(self.mp_layers <= 64, "agg.mp_layers", self.mp_layers, "must be <= 64 (A^L has converged long before)")
+        require(self.reg >= 0, "agg.reg", self.reg, "must be >= 0")
+        if self.reg > 0 and run.model.optimizer != "sgd":
+            raise FedcaError(f"model.optimizer={run.model.optimizer!r} cannot train the proximal term of agg=gpfedrec "
+                             f"(agg.reg={self.reg}); set model.optimizer=sgd, or use +method=gpfedrec (the official setup)")
+
+
 class GPFedRec(Aggregator):
     """Graph-weighted personal tables as proximal targets; participants train from their mean."""
 
     name = "gpfedrec"
+    config = GPFedRecAggConfig
+    averages_mlp = False
 
     def __init__(self, *, similarity: str = "official", neighborhood_size: int = 0,
                  neighborhood_threshold: float = 1.0, mp_layers: int = 1, reg: float = 1.0,

@@ -7,6 +7,7 @@ class LocalOnly(Aggregator):
     """The server does nothing; a lower bound for every federated method."""
 
     name = "local"
+    averages_mlp = False
 
     def aggregate(self, uploads, state, ctx):
         return Downloads(kind="none"), state

@@ -18,10 +18,13 @@ half uniformly and half with replacement in proportion to the size of each user'
 proportion to its size.
 """
 
+from dataclasses import dataclass
+
 import torch
 
-from fedca.aggregators.base import USER_VECTORS, Aggregator, Downloads, Experts, data_weights
+from fedca.aggregators.base import USER_VECTORS, AggConfig, Aggregator, Downloads, Experts, data_weights
 from fedca.aggregators.clustering import cluster_means, kmeans, stratified_sample
+from fedca.config.rules import at_least, choice
 
 CLUSTER_FEATURES = ("user", "trained_items")
 SAMPLINGS = ("code", "stratified")
@@ -43,10 +46,28 @@ def code_sample(assignment: torch.Tensor, count: int, generator: torch.Generator
     return torch.nonzero(chosen).squeeze(1)
 
 
+@dataclass
+class PerFedRecAggConfig(AggConfig):
+    """PerFedRec: global + cluster blocks, three-model score averaging (docs/methods/perfedrec.md)."""
+
+    clusters: int = 5
+    cluster_on: str = "user"
+    sampling: str = "code"
+    cluster_start_round: int = 3
+
+    def check(self, run) -> None:
+        super().check(run)
+        at_least("agg.clusters", self.clusters, 1)
+        choice("agg.cluster_on", self.cluster_on, CLUSTER_FEATURES)
+        choice("agg.sampling", self.sampling, SAMPLINGS)
+        at_least("agg.cluster_start_round", self.cluster_start_round, 1)
+
+
 class PerFedRec(Aggregator):
     """Global + cluster blocks from K-means clustering; three-model score averaging."""
 
     name = "perfedrec"
+    config = PerFedRecAggConfig
 
     def __init__(self, *, clusters: int = 5, cluster_on: str = "user", sampling: str = "code",
                  cluster_start_round: int = 3):

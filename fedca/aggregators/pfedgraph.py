@@ -14,10 +14,14 @@ plus the anchor kappa_i = sum_j a_ij theta_j / ||theta_j|| for the next round's 
 similarity to the aggregate; +1: the official code's sign).
 """
 
+from dataclasses import dataclass
+
 import torch
 
-from fedca.aggregators.base import Aggregator, Anchors, Downloads, data_weights, weight_stats
+from fedca.aggregators.base import AggConfig, Aggregator, Anchors, Downloads, data_weights, weight_stats
 from fedca.aggregators.simplex import project_rows_to_simplex
+from fedca.config.rules import choice, require
+from fedca.errors import FedcaError
 
 SIMILARITIES = ("all", "mlp")
 
@@ -32,10 +36,31 @@ def collaboration_graph(deltas: torch.Tensor, p: torch.Tensor, alpha: float) -> 
     return project_rows_to_simplex(p.unsqueeze(0) - distance / (2 * alpha))
 
 
+@dataclass
+class PFedGraphAggConfig(AggConfig):
+    """pFedGraph: graph from update cosines, simplex weights, cosine pull (docs/methods/pfedgraph.md)."""
+
+    alpha: float = 0.8
+    similarity: str = "all"
+    lam: float = 0.01
+    reg_sign: int = -1
+
+    def check(self, run) -> None:
+        super().check(run)
+        require(self.alpha > 0, "agg.alpha", self.alpha, "must be > 0")
+        choice("agg.similarity", self.similarity, SIMILARITIES)
+        require(self.lam >= 0, "agg.lam", self.lam, "must be >= 0")
+        choice("agg.reg_sign", self.reg_sign, (1, -1))
+        if self.lam > 0 and run.model.optimizer == "sgd":
+            raise FedcaError(f"model.optimizer='sgd' cannot train the pull term of agg=pfedgraph (agg.lam={self.lam}); "
+                             f"use model.optimizer=adam or agg.lam=0")
+
+
 class PFedGraph(Aggregator):
     """Personalised blocks from a graph of update similarities; a cosine pull to the anchor."""
 
     name = "pfedgraph"
+    config = PFedGraphAggConfig
 
     def __init__(self, *, alpha: float = 0.8, similarity: str = "all", lam: float = 0.01, reg_sign: int = -1,
                  weighting: str = "samples"):

@@ -16,6 +16,7 @@ class PFedRec(Aggregator):
     """Unweighted mean of item tables, loaded by participants before training; local inference."""
 
     name = "pfedrec"
+    averages_mlp = False  # only item tables are averaged
 
     def __init__(self, *, weighting: str = "uniform"):
         self.weighting = weighting

@@ -11,6 +11,9 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from fedca.aggregators.base import AggConfig
+from fedca.aggregators.registry import aggregator_classes
+
 
 @dataclass
 class DatasetConfig:
@@ -68,94 +71,6 @@ class ModelConfig:
     item_lr_offset: float = 0.0
     lr_user: Optional[float] = None
     local_epochs: Optional[int] = None
-
-
-@dataclass
-class AggConfig:
-    """Server aggregation rule; one YAML per method in conf/agg/."""
-
-    name: str = MISSING
-    weighting: str = "samples"
-
-
-@dataclass
-class CompositeAggConfig(AggConfig):
-    """FedCA composite aggregation (docs/methods/composite.md); defaults = the official code's.
-
-    ``w_sim``/``w_comp`` weigh model similarity and data complementarity. The official code
-    calls them ``beta`` and ``alpha`` respectively (its README says the opposite, D1); set
-    ``alpha``/``beta`` to use the code's meaning: alpha -> w_comp, beta -> w_sim.
-    """
-
-    w_sim: float = 0.3
-    w_comp: float = 0.3
-    alpha: Optional[float] = None
-    beta: Optional[float] = None
-    comp_sign: int = 1
-    comp_metric: str = "greedy_signed"
-    pca_sign_rule: str = "scores"
-    k_principal: int = 4
-    agg_clients_ratio: float = 0.1
-    interpolation: float = 0.9
-
-
-@dataclass
-class FedPerAggConfig(AggConfig):
-    """FedPer: FedAvg on the base layers; the top ``personal_layers`` MLP layers stay local."""
-
-    personal_layers: int = 2
-
-
-@dataclass
-class FedAttAggConfig(AggConfig):
-    """FedAtt: layer-wise attention aggregation (defaults = the official code)."""
-
-    step_size: float = 1.2
-    noise: float = 0.001
-    att_norm: str = "spectral"
-
-
-@dataclass
-class PFedGraphAggConfig(AggConfig):
-    """pFedGraph: graph from update cosines, simplex weights, cosine pull (docs/methods/pfedgraph.md)."""
-
-    alpha: float = 0.8
-    similarity: str = "all"
-    lam: float = 0.01
-    reg_sign: int = -1
-
-
-@dataclass
-class GPFedRecAggConfig(AggConfig):
-    """GPFedRec: a user-relation graph over the uploaded tables, graph-weighted personal tables as
-    proximal targets (docs/methods/gpfedrec.md); defaults = the official code's."""
-
-    similarity: str = "official"
-    neighborhood_size: int = 0
-    neighborhood_threshold: float = 1.0
-    mp_layers: int = 1
-    reg: float = 1.0
-    weighting: str = "uniform"
-
-
-@dataclass
-class FedFastAggConfig(AggConfig):
-    """FedFast: clustered delegates, update-size weighted rows, user-vector propagation (docs/methods/fedfast.md)."""
-
-    delegates_ratio: float = 0.1
-    clusters: int = 0
-    gamma0: float = 1.0
-    gamma_decay: float = 0.9
-
-
-@dataclass
-class PerFedRecAggConfig(AggConfig):
-    """PerFedRec: global + cluster blocks, three-model score averaging (docs/methods/perfedrec.md)."""
-
-    clusters: int = 5
-    cluster_on: str = "user"
-    sampling: str = "code"
-    cluster_start_round: int = 3
 
 
 @dataclass
@@ -293,10 +208,10 @@ def register_configs() -> None:
     for group, name, node in (
             ("schema", "dataset", DatasetConfig), ("schema", "model", ModelConfig),
             ("schema", "protocol", ProtocolConfig),
-            ("schema/agg", "base", AggConfig), ("schema/agg", "composite", CompositeAggConfig),
-            ("schema/agg", "fedper", FedPerAggConfig), ("schema/agg", "fedatt", FedAttAggConfig),
-            ("schema/agg", "pfedgraph", PFedGraphAggConfig), ("schema/agg", "fedfast", FedFastAggConfig),
-            ("schema/agg", "perfedrec", PerFedRecAggConfig), ("schema/agg", "gpfedrec", GPFedRecAggConfig),
+            ("schema/agg", "base", AggConfig),
             ("schema/schedule", "base", ScheduleConfig), ("schema/schedule", "ramp", RampScheduleConfig),
             ("schema/schedule", "step", StepScheduleConfig), ("schema/schedule", "adaptive", AdaptiveScheduleConfig)):
         store.store(group=group, name=name, node=node)
+    for name, aggregator in aggregator_classes().items():  # each aggregator declares its own schema
+        if aggregator.config is not AggConfig:
+            store.store(group="schema/agg", name=name, node=aggregator.config)

@@ -1,6 +1,7 @@
 """Build the schedule a config names (the only reader of schedule config fields)."""
 
-from fedca.config.schema import CompositeAggConfig, RunConfig
+from fedca.aggregators.composite import CompositeAggConfig
+from fedca.config.schema import RunConfig
 from fedca.schedules.adaptive import AdaptiveSchedule
 from fedca.schedules.base import Schedule
 from fedca.schedules.constant import ConstantSchedule
