@@ -184,3 +184,37 @@ def test_ncf_scores_each_client_with_its_own_user_vector():
     # client 0, item (1, 1): hidden (1 + 0.5, -1) -> (1.5, 0), out 2; client 1 (user 0): hidden (0.5 + v_0 * 0, -v_1)
     # item (3, 4): (0.5, -4) -> 2 * 0.5 - 1 = 0; (0, -2): (0.5, 2) -> 1 + 6 - 1 = 6; (1, 1): (0.5, -1) -> 0
     assert NCF([4, 2, 1]).score(user, items, mlp).tolist() == [[2.0, 8.0, 2.0], [0.0, 6.0, 0.0]]
+
+
+def test_ncf_layout_offsets_run_on_over_three_layers():
+    # widths 6-4-2-1: weights 24 + biases 4, then 8 + 2, then 2 + 1
+    assert NCF([6, 4, 2, 1]).layout() == [(6, 4, 0, 24), (4, 2, 28, 36), (2, 1, 38, 40)]
+    assert NCF([6, 4, 2, 1]).mlp_size() == 41
+
+
+def test_ncf_last_layer_has_no_relu_so_logits_go_negative():
+    user = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    items = torch.tensor([[[3.0, 4.0]]], dtype=torch.float64)
+    mlp = NCF_MLP.clone()
+    mlp[0, -1] = -10.0  # last bias: item 0's output 2 * 1.5 + 0 - 10 = -7
+    assert NCF([4, 2, 1]).score(user, items, mlp).tolist() == [[-7.0]]
+
+
+def test_generic_autograd_path_returns_no_mlp_gradient_without_an_mlp():
+    class Dot(Backbone):  # a backbone without its own gradients; its (empty) MLP enters the score
+        def score(self, user, items, mlp):
+            return torch.einsum("abd,ad->ab", items, user) + mlp.sum(1, keepdim=True)
+
+    user = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    items = torch.tensor([[[0.5, -0.25]]], dtype=torch.float64)
+    weight = torch.ones(1, 1, dtype=torch.float64)
+    loss, grad_user, grad_items, grad_mlp = Dot().loss_and_grads(user, items, torch.zeros(1, 0, dtype=torch.float64),
+                                                                 torch.ones(1, 1, dtype=torch.float64), weight)
+    assert grad_mlp is None
+    p = 1 / (1 + math.exp(-0.0))  # logit 0.5 - 0.5 = 0
+    assert loss.tolist() == [[-math.log(p)]]
+    torch.testing.assert_close(grad_user, (p - 1) * items[:, 0], rtol=0, atol=1e-15)
+
+
+def test_build_backbone_gives_the_pfedrec_head_a_latent_dim_of_16_by_default():
+    assert build_backbone("pfedrec", []).bound == 0.25
