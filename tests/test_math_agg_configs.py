@@ -41,7 +41,6 @@ ACCEPTED = [
     (FedPerAggConfig, {"personal_layers": 7}, {"mlp_layers": ()}),  # FCF: no MLP layer to bound it
     (FedAttAggConfig, {"noise": 0.0, "att_norm": "fro"}, {}),
     (PFedGraphAggConfig, {"similarity": "mlp", "lam": 0.0, "reg_sign": 1}, {"optimizer": "sgd"}),
-    (PFedGraphAggConfig, {"lam": 0.5}, {"optimizer": "alternating_sgd"}),
     (GPFedRecAggConfig, {}, {"optimizer": "sgd"}), (GPFedRecAggConfig, {"reg": 0.0}, {}),
     (GPFedRecAggConfig, {"similarity": "euclidean", "neighborhood_size": 0, "neighborhood_threshold": 0.0,
                          "mp_layers": 64}, {"optimizer": "sgd"}),
@@ -85,6 +84,9 @@ REFUSED = [
     (PFedGraphAggConfig, {"reg_sign": 0}, {}, _choice("agg.reg_sign", 0, (1, -1))),
     (PFedGraphAggConfig, {"lam": 0.01}, {"optimizer": "sgd"},
      "model.optimizer='sgd' cannot train the pull term of agg=pfedgraph (agg.lam=0.01); "
+     "use model.optimizer=adam or agg.lam=0"),
+    (PFedGraphAggConfig, {"lam": 0.5}, {"optimizer": "alternating_sgd"},
+     "model.optimizer='alternating_sgd' cannot train the pull term of agg=pfedgraph (agg.lam=0.5); "
      "use model.optimizer=adam or agg.lam=0"),
     (GPFedRecAggConfig, {"similarity": "jaccard"}, {"optimizer": "sgd"},
      _choice("agg.similarity", "jaccard", ("official", "cosine", "euclidean"))),

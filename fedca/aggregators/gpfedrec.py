@@ -35,6 +35,7 @@ import torch
 from fedca.aggregators.base import AggConfig, Aggregator, Downloads, Proximal, data_weights, weight_stats
 from fedca.config.rules import at_least, choice, require
 from fedca.errors import FedcaError
+from fedca.federation.local_train import RULES
 
 SIMILARITIES = ("official", "cosine", "euclidean")
 
@@ -90,9 +91,12 @@ class GPFedRecAggConfig(AggConfig):
         at_least("agg.mp_layers", self.mp_layers, 1)
         require(self.mp_layers <= 64, "agg.mp_layers", self.mp_layers, "must be <= 64 (A^L has converged long before)")
         require(self.reg >= 0, "agg.reg", self.reg, "must be >= 0")
-        if self.reg > 0 and run.model.optimizer != "sgd":
+        rule = RULES.get(run.model.optimizer)
+        if self.reg > 0 and rule is not None and not rule.takes_proximal:
+            takers = " or ".join(name for name, kind in RULES.items() if kind.takes_proximal)
             raise FedcaError(f"model.optimizer={run.model.optimizer!r} cannot train the proximal term of agg=gpfedrec "
-                             f"(agg.reg={self.reg}); set model.optimizer=sgd, or use +method=gpfedrec (the official setup)")
+                             f"(agg.reg={self.reg}); set model.optimizer={takers}, or use +method=gpfedrec "
+                             f"(the official setup)")
 
 
 class GPFedRec(Aggregator):

@@ -22,6 +22,7 @@ from fedca.aggregators.base import AggConfig, Aggregator, Anchors, Downloads, da
 from fedca.aggregators.simplex import project_rows_to_simplex
 from fedca.config.rules import choice, require
 from fedca.errors import FedcaError
+from fedca.federation.local_train import RULES
 
 SIMILARITIES = ("all", "mlp")
 
@@ -51,9 +52,11 @@ class PFedGraphAggConfig(AggConfig):
         choice("agg.similarity", self.similarity, SIMILARITIES)
         require(self.lam >= 0, "agg.lam", self.lam, "must be >= 0")
         choice("agg.reg_sign", self.reg_sign, (1, -1))
-        if self.lam > 0 and run.model.optimizer == "sgd":
-            raise FedcaError(f"model.optimizer='sgd' cannot train the pull term of agg=pfedgraph (agg.lam={self.lam}); "
-                             f"use model.optimizer=adam or agg.lam=0")
+        rule = RULES.get(run.model.optimizer)
+        if self.lam > 0 and rule is not None and not rule.takes_pull:
+            takers = " or ".join(name for name, kind in RULES.items() if kind.takes_pull)
+            raise FedcaError(f"model.optimizer={run.model.optimizer!r} cannot train the pull term of agg=pfedgraph "
+                             f"(agg.lam={self.lam}); use model.optimizer={takers} or agg.lam=0")
 
 
 class PFedGraph(Aggregator):

@@ -17,8 +17,8 @@ from fedca.federation.warm_start import TRANSFERS
 from fedca.config.rules import at_least, choice, ratio, require
 from fedca.errors import FedcaError
 from fedca.metrics.ranking import TIE_POLICIES
+from fedca.models.backbones import BACKBONES
 
-MODELS = ("fcf", "ncf", "pfedrec")
 SCHEDULES = ("constant", "linear", "cosine", "step", "adaptive")
 SCHEDULED_KEYS = ("w_sim", "w_comp", "interpolation")
 TIME_RULES = ("column", "date_columns", "item_first_appearance", "file_order")
@@ -81,7 +81,7 @@ def _validate_dataset(cfg: RunConfig) -> None:
 
 def _validate_model(cfg: RunConfig) -> None:
     model = cfg.model
-    choice("model.name", model.name, MODELS)
+    choice("model.name", model.name, BACKBONES)
     require(1 <= model.latent_dim <= 65536, "model.latent_dim", model.latent_dim, "must be in [1, 65536]")
     for key in ("lr_embedding", "lr_structure"):
         require(getattr(model, key) > 0, f"model.{key}", getattr(model, key), "must be > 0")
@@ -90,7 +90,7 @@ def _validate_model(cfg: RunConfig) -> None:
     choice("model.user_init", model.user_init, ("shared", "random"))
     choice("model.optimizer", model.optimizer, OPTIMIZERS)
     choice("kernel", cfg.kernel, KERNELS)
-    scope_error = numba_scope_error(model.name, model.optimizer, cfg.device)
+    scope_error = numba_scope_error(BACKBONES[model.name], model.optimizer, cfg.device)
     if cfg.kernel == "numba" and scope_error:
         raise FedcaError(scope_error)
     require(model.item_lr_eta >= 0, "model.item_lr_eta", model.item_lr_eta, "must be >= 0 (0: item lr = lr_embedding)")

@@ -28,7 +28,7 @@ import torch
 
 from fedca.federation.adam import BETA1, BETA2, EPS
 from fedca.federation.batches import EpochShuffle
-from fedca.models.backbones import NCF, NonFiniteScores
+from fedca.models.backbones import NonFiniteScores
 
 NOISE_BITS = EpochShuffle.NOISE_BITS
 
@@ -393,7 +393,7 @@ def train_round(table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor, back
     n, dim = user.shape
     noise, states = draw_noise(EpochShuffle(batches), shuffle, settings.epochs)
     rows = row_offsets[1:] - row_offsets[:-1]  # [n]
-    layers = np.array(backbone.layout() if isinstance(backbone, NCF) else [], dtype=np.int64).reshape(-1, 4)
+    layers = np.array(backbone.layout(), dtype=np.int64).reshape(-1, 4)
     per_instance = dim + 3 * int((layers[:, 0] * layers[:, 1]).sum())  # multiply-adds per instance
     cost = batches.num_batches * (batches.batch_size * per_instance + 3 * (rows * dim + mlp.shape[1]))  # [n]
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))

@@ -41,14 +41,13 @@ from fedca.federation.adam import RowAdam
 from fedca.federation.batches import EpochShuffle, RoundBatches
 from fedca.federation.population import Population
 from fedca.federation.pull import AnchorPull
-from fedca.models.backbones import Backbone, ItemGrads
+from fedca.models.backbones import BACKBONES, Backbone, ItemGrads
 
 try:
     from fedca.federation import fused
 except ImportError:  # numba missing or unusable here: only the torch kernel runs
     fused = None
 
-OPTIMIZERS = ("adam", "alternating_sgd", "sgd")
 KERNELS = ("auto", "torch", "numba")
 
 
@@ -228,6 +227,26 @@ def batch_loss_and_grads(backbone: Backbone, table: torch.Tensor, user: torch.Te
     return (flat_rows, *grads)
 
 
+@dataclass
+class RuleInputs:
+    """What an update rule is built from for one round: the compact table [R, d], user [n, d]
+    and mlp [n, P] it steps in place, the backbone, the settings, I, the local terms (pull,
+    proximal; each rule takes only those it declares), the round's batches and the compact rows'
+    owners [R] and offsets [n + 1]."""
+
+    table: torch.Tensor
+    user: torch.Tensor
+    mlp: torch.Tensor
+    backbone: Backbone
+    settings: LocalSettings
+    num_items: int
+    pull: Optional[AnchorPull]
+    proximal: Optional["ProximalRows"]
+    batches: RoundBatches
+    row_owner: torch.Tensor
+    row_offsets: torch.Tensor
+
+
 class AdamRule:
     """A fresh Adam per client per round over (u, V rows) at ``lr_embedding`` and the MLP at
     ``lr_structure`` with L2 ``weight_decay`` (the official optimiser).
@@ -242,7 +261,22 @@ class AdamRule:
     * *rank-one*: one number per instance is summed into ``row_logit_grad`` [R] and each busy
       row from ``split_row`` on is overwritten with it times its owner's user vector. The cost
       grows with the client's rows, so it suits clients with few rows per batch.
+
+    The compiled CPU kernel (``fused.py``) implements this rule too (``fused_kernel``); it takes
+    the pull term, not the proximal term.
     """
+
+    fused_kernel = True
+    takes_pull = True
+    takes_proximal = False
+
+    @classmethod
+    def build(cls, inputs: RuleInputs) -> "AdamRule":
+        counts = inputs.row_offsets[1:] - inputs.row_offsets[:-1]
+        split = rank_one_split(inputs.batches.num_batches, counts, inputs.batches.batch_size,
+                               inputs.backbone.rank_one_item_grads)
+        return cls(inputs.table, inputs.user, inputs.mlp, inputs.backbone, inputs.settings, inputs.pull,
+                   inputs.row_owner.to(inputs.table.device), split, int(inputs.row_offsets[split]))
 
     def __init__(self, table, user, mlp, backbone: Backbone, settings: LocalSettings, pull: Optional[AnchorPull],
                  row_owner: torch.Tensor, split: int, split_row: int):
@@ -316,7 +350,16 @@ def rank_one_split(num_batches: torch.Tensor, rows: torch.Tensor, batch_size: in
 class AlternatingSGDRule:
     """PFedRec's two plain SGD steps per mini-batch: the score function (u = w_i, mlp = b_i) at
     ``lr_structure`` with the item rows fixed, then the item rows at ``item_lr`` with the new
-    score function (no weight decay, no momentum)."""
+    score function (no weight decay, no momentum). No local term."""
+
+    fused_kernel = False
+    takes_pull = False
+    takes_proximal = False
+
+    @classmethod
+    def build(cls, inputs: RuleInputs) -> "AlternatingSGDRule":
+        return cls(inputs.table, inputs.user, inputs.mlp, inputs.backbone, inputs.settings.lr_structure,
+                   inputs.settings.item_lr(inputs.num_items))
 
     def __init__(self, table, user, mlp, backbone: Backbone, lr_structure: float, item_lr: float):
         self.table, self.user, self.mlp, self.backbone = table, user, mlp, backbone
@@ -365,6 +408,17 @@ class SGDRule:
     the user vectors at ``user_lr``, the item rows at ``item_lr`` and the MLP at ``mlp_lr``
     (no weight decay, no momentum), plus the proximal term's step on the item rows."""
 
+    fused_kernel = False
+    takes_pull = False
+    takes_proximal = True
+
+    @classmethod
+    def build(cls, inputs: RuleInputs) -> "SGDRule":
+        settings = inputs.settings
+        user_lr = settings.lr_embedding if settings.lr_user is None else settings.lr_user
+        return cls(inputs.table, inputs.user, inputs.mlp, inputs.backbone, user_lr, settings.item_lr(inputs.num_items),
+                   settings.lr_structure, inputs.proximal)
+
     def __init__(self, table, user, mlp, backbone: Backbone, user_lr: float, item_lr: float, mlp_lr: float,
                  proximal: Optional[ProximalRows]):
         self.table, self.user, self.mlp, self.backbone = table, user, mlp, backbone
@@ -390,12 +444,19 @@ def _finite_rows(values: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(values).all(1)
 
 
-def numba_scope_error(model: str, optimizer: str, device: str) -> Optional[str]:
-    """Why the numba kernel cannot train ``model`` with ``optimizer`` on ``device`` (None: it can;
-    ``device`` may be ``auto``, which the config cannot rule out)."""
-    if model in ("fcf", "ncf") and optimizer == "adam" and device != "cuda":
+RULES = {"adam": AdamRule, "alternating_sgd": AlternatingSGDRule, "sgd": SGDRule}  # model.optimizer -> rule
+OPTIMIZERS = tuple(RULES)
+
+
+def numba_scope_error(backbone, optimizer: str, device: str) -> Optional[str]:
+    """Why the numba kernel cannot train ``backbone`` (a Backbone or its class) with ``optimizer``
+    on ``device`` (None: it can; ``device`` may be ``auto``, which the config cannot rule out)."""
+    rule = RULES.get(optimizer)
+    if backbone.fused_kernel and rule is not None and rule.fused_kernel and device != "cuda":
         return None
-    return (f"kernel=numba covers model=fcf or ncf with model.optimizer=adam on the CPU, not model={model} "
+    models = " or ".join(name for name, kind in BACKBONES.items() if kind.fused_kernel)
+    rules = " or ".join(name for name, kind in RULES.items() if kind.fused_kernel)
+    return (f"kernel=numba covers model={models} with model.optimizer={rules} on the CPU, not model={backbone.name} "
             f"model.optimizer={optimizer} device={device}; use kernel=auto or kernel=torch")
 
 
@@ -403,7 +464,7 @@ def choose_kernel(settings: LocalSettings, backbone: Backbone, device: torch.dev
     """``torch`` or ``numba``: the kernel ``settings.kernel`` asks for, ``auto`` taking ``numba``
     for FCF or NCF with Adam on the CPU when numba is installed. Raises FedcaError when ``numba``
     is asked for a setup it does not cover."""
-    scope_error = numba_scope_error(backbone.name, settings.optimizer, device.type)
+    scope_error = numba_scope_error(backbone, settings.optimizer, device.type)
     if settings.kernel == "torch" or (settings.kernel == "auto" and (scope_error or fused is None)):
         return "torch"
     if fused is None:
@@ -415,10 +476,12 @@ def choose_kernel(settings: LocalSettings, backbone: Backbone, device: torch.dev
 
 def _term_error(settings: LocalSettings, anchors: Optional[Anchors], proximal: Optional[Proximal]) -> Optional[str]:
     """Why the local terms cannot be trained with ``settings.optimizer`` (None: they can)."""
-    if anchors is not None and settings.optimizer == "sgd":
-        return "the pull term (Anchors) is trained with model.optimizer=adam, not sgd"
-    if proximal is not None and settings.optimizer != "sgd":
-        return f"the proximal term is trained with model.optimizer=sgd, not {settings.optimizer}"
+    rule = RULES[settings.optimizer]
+    for term, given, taken in (("pull term (Anchors)", anchors, "takes_pull"),
+                               ("proximal term", proximal, "takes_proximal")):
+        if given is not None and not getattr(rule, taken):
+            takers = " or ".join(name for name, kind in RULES.items() if getattr(kind, taken))
+            return f"the {term} is trained with model.optimizer={takers}, not {settings.optimizer}"
     return None
 
 
@@ -445,8 +508,7 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     table = item_rows.index_select(0, flat_rows)  # [R, d]
     user = population.user[clients].clone()  # [n, d]
     mlp = population.mlp[clients].clone()  # [n, P]
-    pull = None if anchors is None or settings.optimizer == "alternating_sgd" else \
-        AnchorPull(anchors, population.items[clients], row_owner, row_items, table, mlp)
+    pull = None if anchors is None else AnchorPull(anchors, population.items[clients], row_owner, row_items, table, mlp)
     proximal_rows = None if proximal is None else ProximalRows(proximal, row_owner, row_items, table, n)
     instance_rows = instance_rows.to(device)
     if choose_kernel(settings, backbone, device) == "numba":
@@ -492,17 +554,8 @@ def _train_batched(table, user, mlp, batches: RoundBatches, backbone: Backbone, 
     Returns (loss_sum, seen) [n] float64 (summed BCE and instances over the epochs run) and
     epochs_run [n]."""
     device, n = table.device, user.shape[0]
-    if settings.optimizer == "alternating_sgd":
-        rule = AlternatingSGDRule(table, user, mlp, backbone, settings.lr_structure, settings.item_lr(num_items))
-    elif settings.optimizer == "sgd":
-        user_lr = settings.lr_embedding if settings.lr_user is None else settings.lr_user
-        rule = SGDRule(table, user, mlp, backbone, user_lr, settings.item_lr(num_items), settings.lr_structure,
-                       proximal)
-    else:
-        split = rank_one_split(batches.num_batches, row_offsets[1:] - row_offsets[:-1], batches.batch_size,
-                               backbone.rank_one_item_grads)
-        rule = AdamRule(table, user, mlp, backbone, settings, pull, row_owner.to(device), split,
-                        int(row_offsets[split]))
+    rule = RULES[settings.optimizer].build(RuleInputs(table, user, mlp, backbone, settings, num_items, pull, proximal,
+                                                      batches, row_owner, row_offsets))
     layout = StepLayout(batches, device, table.dtype)
     labels = batches.labels.to(device)
     steps = torch.zeros(n, dtype=torch.long)

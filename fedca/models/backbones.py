@@ -7,7 +7,7 @@ The MLP of client c is one flat row ``mlp[c]`` [P] holding, layer by layer, the 
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import ClassVar, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -71,10 +71,22 @@ class ItemGrads:
 
 class Backbone:
     """``score(user [a, d], items [a, B, d], mlp [a, P] | None) -> logits [a, B]``.
-    ``rank_one_item_grads``: ``loss_and_grads`` returns the item gradient as rank-one factors."""
+    ``rank_one_item_grads``: ``loss_and_grads`` returns the item gradient as rank-one factors.
+    ``fused_kernel``: the compiled CPU kernel (``fedca/federation/fused.py``) implements this
+    score function and its gradients (through ``layout``)."""
 
     name = "backbone"
     rank_one_item_grads = False
+    fused_kernel: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, mlp_layers: Sequence[int], dim: int) -> "Backbone":
+        """The backbone for ``model.mlp_layers`` and ``model.latent_dim`` (each takes what it needs)."""
+        return cls()
+
+    def layout(self) -> list:
+        """[(in, out, weight offset, bias offset)] of each MLP layer in the flat MLP row (none here)."""
+        return []
 
     def mlp_size(self) -> int:
         return 0
@@ -112,6 +124,7 @@ class FCF(Backbone):
 
     name = "fcf"
     rank_one_item_grads = True
+    fused_kernel = True
 
     def score(self, user, items, mlp=None):
         return torch.einsum("abd,ad->ab", items, user)  # [a, B]
@@ -128,9 +141,14 @@ class PFedRecHead(FCF):
     one-entry MLP (b_i [1]); both start as PyTorch's Linear(d, 1) default, U(-1/sqrt(d), 1/sqrt(d))."""
 
     name = "pfedrec"
+    fused_kernel = False
 
     def __init__(self, dim: int):
         self.bound = 1.0 / math.sqrt(dim)
+
+    @classmethod
+    def from_config(cls, mlp_layers, dim):
+        return cls(dim)
 
     def mlp_size(self) -> int:
         return 1
@@ -154,10 +172,15 @@ class NCF(Backbone):
     """FedNCF (FedCA flavour): logit = MLP([u ; V[j]]), ReLU between layers, none after the last."""
 
     name = "ncf"
+    fused_kernel = True
 
     def __init__(self, layers: List[int]):
         self.layers = list(layers)
         self.shapes = list(zip(self.layers[1:], self.layers[:-1]))  # (out, in) per layer
+
+    @classmethod
+    def from_config(cls, mlp_layers, dim):
+        return cls(mlp_layers)
 
     def mlp_size(self) -> int:
         return sum(out * inp + out for out, inp in self.shapes)
@@ -194,12 +217,11 @@ class NCF(Backbone):
         return hidden.squeeze(-1)  # [a, B]
 
 
+BACKBONES: Dict[str, type] = {backbone.name: backbone for backbone in (FCF, NCF, PFedRecHead)}
+
+
 def build_backbone(name: str, mlp_layers: List[int], dim: int = 16) -> Backbone:
-    """The backbone called ``name`` (``fcf``, ``ncf`` or ``pfedrec``; ``dim`` = latent_dim)."""
-    if name == "fcf":
-        return FCF()
-    if name == "ncf":
-        return NCF(mlp_layers)
-    if name == "pfedrec":
-        return PFedRecHead(dim)
-    raise ValueError(f"unknown backbone {name!r}")
+    """The backbone called ``name`` (a key of ``BACKBONES``; ``dim`` = latent_dim)."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}")
+    return BACKBONES[name].from_config(mlp_layers, dim)
