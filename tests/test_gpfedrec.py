@@ -82,3 +82,14 @@ def test_settings_it_cannot_train_are_refused_in_one_line(overrides, key):
     with pytest.raises(FedcaError) as caught:
         compose_run_config(overrides)
     assert key in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_optimiser_refusal_names_the_term_the_switch_and_the_preset():
+    with pytest.raises(FedcaError) as caught:
+        compose_run_config(["agg=gpfedrec"])
+    assert str(caught.value) == ("model.optimizer='adam' cannot train the proximal term that agg=gpfedrec adds to the "
+                                 "local loss; use model.optimizer=sgd or agg.reg=0, or +method=gpfedrec")
+    with pytest.raises(FedcaError) as caught:
+        compose_run_config(["agg=pfedgraph", "model.optimizer=alternating_sgd"])
+    assert str(caught.value) == ("model.optimizer='alternating_sgd' cannot train the pull term that agg=pfedgraph adds "
+                                 "to the local loss; use model.optimizer=adam or agg.lam=0, or +method=pfedgraph")

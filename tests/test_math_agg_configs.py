@@ -82,12 +82,6 @@ REFUSED = [
     (PFedGraphAggConfig, {"similarity": "items"}, {}, _choice("agg.similarity", "items", ("all", "mlp"))),
     (PFedGraphAggConfig, {"lam": -0.1}, {}, _range("agg.lam", -0.1, "must be >= 0")),
     (PFedGraphAggConfig, {"reg_sign": 0}, {}, _choice("agg.reg_sign", 0, (1, -1))),
-    (PFedGraphAggConfig, {"lam": 0.01}, {"optimizer": "sgd"},
-     "model.optimizer='sgd' cannot train the pull term of agg=pfedgraph (agg.lam=0.01); "
-     "use model.optimizer=adam or agg.lam=0"),
-    (PFedGraphAggConfig, {"lam": 0.5}, {"optimizer": "alternating_sgd"},
-     "model.optimizer='alternating_sgd' cannot train the pull term of agg=pfedgraph (agg.lam=0.5); "
-     "use model.optimizer=adam or agg.lam=0"),
     (GPFedRecAggConfig, {"similarity": "jaccard"}, {"optimizer": "sgd"},
      _choice("agg.similarity", "jaccard", ("official", "cosine", "euclidean"))),
     (GPFedRecAggConfig, {"neighborhood_size": -1}, {"optimizer": "sgd"}, _range("agg.neighborhood_size", -1, "must be >= 0")),
@@ -97,9 +91,6 @@ REFUSED = [
     (GPFedRecAggConfig, {"mp_layers": 65}, {"optimizer": "sgd"},
      _range("agg.mp_layers", 65, "must be <= 64 (A^L has converged long before)")),
     (GPFedRecAggConfig, {"reg": -1.0}, {"optimizer": "sgd"}, _range("agg.reg", -1.0, "must be >= 0")),
-    (GPFedRecAggConfig, {"reg": 0.5}, {"optimizer": "adam"},
-     "model.optimizer='adam' cannot train the proximal term of agg=gpfedrec (agg.reg=0.5); set model.optimizer=sgd, "
-     "or use +method=gpfedrec (the official setup)"),
     (FedFastAggConfig, {"delegates_ratio": 0.0}, {}, _range("agg.delegates_ratio", 0.0, "must be in (0, 1]")),
     (FedFastAggConfig, {"clusters": -1}, {}, _range("agg.clusters", -1, "must be >= 0")),
     (FedFastAggConfig, {"gamma0": -0.1}, {}, _range("agg.gamma0", -0.1, "must be >= 0")),
@@ -150,3 +141,12 @@ def test_from_config_passes_the_fields_the_constructor_takes_and_the_mlp_widths(
 
     built = Probe.from_config(ProbeConfig(name="probe", strength=0.25, weighting="uniform"), (32, 16, 1))
     assert built.received == {"strength": 0.25, "mlp_layers": [32, 16, 1], "weighting": "uniform"}
+
+
+@pytest.mark.parametrize("config,knobs,term", [
+    (PFedGraphAggConfig, {}, ("pull", "agg.lam")), (PFedGraphAggConfig, {"lam": 0.0}, None),
+    (GPFedRecAggConfig, {}, ("proximal", "agg.reg")), (GPFedRecAggConfig, {"reg": 0.0}, None),
+    (CompositeAggConfig, {}, None), (AggConfig, {}, None),
+])
+def test_the_local_term_each_config_adds(config, knobs, term):
+    assert config(name="x", **knobs).local_term() == term

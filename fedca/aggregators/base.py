@@ -182,6 +182,12 @@ class AggConfig:
         rest of the run config ``run`` (a ``RunConfig``); called before any work starts."""
         choice("agg.weighting", self.weighting, WEIGHTINGS)
 
+    def local_term(self) -> Optional[Tuple[str, str]]:
+        """(term, the knob that turns it on) when these settings add a term to the clients' local
+        loss (``pull``: ``Anchors``; ``proximal``: ``Proximal``), else None; the model's
+        optimiser must train it (checked with the rest of the config)."""
+        return None
+
 
 class Aggregator:
     """Base class. ``reveals`` names what the server sees beyond the shared block and sample

@@ -34,8 +34,6 @@ import torch
 
 from fedca.aggregators.base import AggConfig, Aggregator, Downloads, Proximal, data_weights, weight_stats
 from fedca.config.rules import at_least, choice, require
-from fedca.errors import FedcaError
-from fedca.federation.local_train import RULES
 
 SIMILARITIES = ("official", "cosine", "euclidean")
 
@@ -91,12 +89,9 @@ class GPFedRecAggConfig(AggConfig):
         at_least("agg.mp_layers", self.mp_layers, 1)
         require(self.mp_layers <= 64, "agg.mp_layers", self.mp_layers, "must be <= 64 (A^L has converged long before)")
         require(self.reg >= 0, "agg.reg", self.reg, "must be >= 0")
-        rule = RULES.get(run.model.optimizer)
-        if self.reg > 0 and rule is not None and not rule.takes_proximal:
-            takers = " or ".join(name for name, kind in RULES.items() if kind.takes_proximal)
-            raise FedcaError(f"model.optimizer={run.model.optimizer!r} cannot train the proximal term of agg=gpfedrec "
-                             f"(agg.reg={self.reg}); set model.optimizer={takers}, or use +method=gpfedrec "
-                             f"(the official setup)")
+
+    def local_term(self):
+        return ("proximal", "agg.reg") if self.reg > 0 else None
 
 
 class GPFedRec(Aggregator):

@@ -21,8 +21,6 @@ import torch
 from fedca.aggregators.base import AggConfig, Aggregator, Anchors, Downloads, data_weights, weight_stats
 from fedca.aggregators.simplex import project_rows_to_simplex
 from fedca.config.rules import choice, require
-from fedca.errors import FedcaError
-from fedca.federation.local_train import RULES
 
 SIMILARITIES = ("all", "mlp")
 
@@ -52,11 +50,9 @@ class PFedGraphAggConfig(AggConfig):
         choice("agg.similarity", self.similarity, SIMILARITIES)
         require(self.lam >= 0, "agg.lam", self.lam, "must be >= 0")
         choice("agg.reg_sign", self.reg_sign, (1, -1))
-        rule = RULES.get(run.model.optimizer)
-        if self.lam > 0 and rule is not None and not rule.takes_pull:
-            takers = " or ".join(name for name, kind in RULES.items() if kind.takes_pull)
-            raise FedcaError(f"model.optimizer={run.model.optimizer!r} cannot train the pull term of agg=pfedgraph "
-                             f"(agg.lam={self.lam}); use model.optimizer={takers} or agg.lam=0")
+
+    def local_term(self):
+        return ("pull", "agg.lam") if self.lam > 0 else None
 
 
 class PFedGraph(Aggregator):

@@ -12,7 +12,8 @@ from dataclasses import fields, is_dataclass
 from fedca.aggregators.composite import CompositeAggConfig
 from fedca.aggregators.registry import aggregator_classes
 from fedca.config.schema import RunConfig
-from fedca.federation.local_train import KERNELS, OPTIMIZERS, numba_scope_error
+from fedca.config.paths import conf_dir
+from fedca.federation.local_train import KERNELS, OPTIMIZERS, RULES, numba_scope_error, optimizers_taking
 from fedca.federation.warm_start import TRANSFERS
 from fedca.config.rules import at_least, choice, ratio, require
 from fedca.errors import FedcaError
@@ -125,6 +126,13 @@ def _check_aggregator(cfg: RunConfig) -> None:
     """The aggregator's own rules: ``check`` of the config dataclass it declares."""
     choice("agg.name", cfg.agg.name, aggregator_classes())
     cfg.agg.check(cfg)
+    term = cfg.agg.local_term()
+    if term is not None and term[0] not in RULES[cfg.model.optimizer].terms:
+        name, knob = term
+        raise FedcaError(f"model.optimizer={cfg.model.optimizer!r} cannot train the {name} term that agg={cfg.agg.name} "
+                         f"adds to the local loss; use model.optimizer={optimizers_taking(name)} or {knob}=0"
+                         + (f", or +method={cfg.agg.name}" if (conf_dir() / "method" / f"{cfg.agg.name}.yaml").is_file()
+                            else ""))
 
 
 def _validate_schedule(cfg: RunConfig) -> None:

@@ -262,13 +262,12 @@ class AdamRule:
       row from ``split_row`` on is overwritten with it times its owner's user vector. The cost
       grows with the client's rows, so it suits clients with few rows per batch.
 
-    The compiled CPU kernel (``fused.py``) implements this rule too (``fused_kernel``); it takes
-    the pull term, not the proximal term.
+    The compiled CPU kernel (``fused.py``) implements this rule too (``fused_kernel``). Local
+    terms it trains (``terms``): the pull term.
     """
 
     fused_kernel = True
-    takes_pull = True
-    takes_proximal = False
+    terms = ("pull",)
 
     @classmethod
     def build(cls, inputs: RuleInputs) -> "AdamRule":
@@ -353,8 +352,7 @@ class AlternatingSGDRule:
     score function (no weight decay, no momentum). No local term."""
 
     fused_kernel = False
-    takes_pull = False
-    takes_proximal = False
+    terms = ()
 
     @classmethod
     def build(cls, inputs: RuleInputs) -> "AlternatingSGDRule":
@@ -409,8 +407,7 @@ class SGDRule:
     (no weight decay, no momentum), plus the proximal term's step on the item rows."""
 
     fused_kernel = False
-    takes_pull = False
-    takes_proximal = True
+    terms = ("proximal",)
 
     @classmethod
     def build(cls, inputs: RuleInputs) -> "SGDRule":
@@ -448,6 +445,11 @@ RULES = {"adam": AdamRule, "alternating_sgd": AlternatingSGDRule, "sgd": SGDRule
 OPTIMIZERS = tuple(RULES)
 
 
+def optimizers_taking(term: str) -> str:
+    """The ``model.optimizer`` choices whose rule trains the local term ``term``, as "a or b"."""
+    return " or ".join(name for name, rule in RULES.items() if term in rule.terms)
+
+
 def numba_scope_error(backbone, optimizer: str, device: str) -> Optional[str]:
     """Why the numba kernel cannot train ``backbone`` (a Backbone or its class) with ``optimizer``
     on ``device`` (None: it can; ``device`` may be ``auto``, which the config cannot rule out)."""
@@ -476,12 +478,9 @@ def choose_kernel(settings: LocalSettings, backbone: Backbone, device: torch.dev
 
 def _term_error(settings: LocalSettings, anchors: Optional[Anchors], proximal: Optional[Proximal]) -> Optional[str]:
     """Why the local terms cannot be trained with ``settings.optimizer`` (None: they can)."""
-    rule = RULES[settings.optimizer]
-    for term, given, taken in (("pull term (Anchors)", anchors, "takes_pull"),
-                               ("proximal term", proximal, "takes_proximal")):
-        if given is not None and not getattr(rule, taken):
-            takers = " or ".join(name for name, kind in RULES.items() if getattr(kind, taken))
-            return f"the {term} is trained with model.optimizer={takers}, not {settings.optimizer}"
+    for term, given in (("pull", anchors), ("proximal", proximal)):
+        if given is not None and term not in RULES[settings.optimizer].terms:
+            return f"the {term} term is trained with model.optimizer={optimizers_taking(term)}, not {settings.optimizer}"
     return None
 
 
