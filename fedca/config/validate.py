@@ -13,7 +13,8 @@ from fedca.aggregators.composite import CompositeAggConfig
 from fedca.aggregators.registry import aggregator_classes
 from fedca.config.schema import RunConfig
 from fedca.config.paths import conf_dir
-from fedca.federation.local_train import KERNELS, OPTIMIZERS, RULES, numba_scope_error, optimizers_taking
+from fedca.federation.local_train import (KERNELS, OPTIMIZERS, RULES, item_learning_rate, numba_scope_error,
+                                         optimizers_taking)
 from fedca.federation.warm_start import TRANSFERS
 from fedca.config.rules import at_least, choice, ratio, require
 from fedca.errors import FedcaError
@@ -103,8 +104,8 @@ def _validate_model(cfg: RunConfig) -> None:
                  f"sets the user-vector rate of model.optimizer=sgd, not {model.optimizer}; leave it null")
         require(model.lr_user >= 0, "model.lr_user", model.lr_user, "must be >= 0")
     if model.optimizer != "adam":
-        item_rate_at_one_item = model.lr_embedding * (model.item_lr_eta or 1.0) + model.item_lr_offset
-        require(item_rate_at_one_item > 0, "model.item_lr_offset", model.item_lr_offset,
+        smallest = item_learning_rate(model.lr_embedding, model.item_lr_eta, model.item_lr_offset, num_items=1)
+        require(smallest > 0, "model.item_lr_offset", model.item_lr_offset,
                  "makes the item learning rate lr_embedding * I * item_lr_eta + item_lr_offset <= 0")
     if model.local_epochs is not None:
         at_least("model.local_epochs", model.local_epochs, 1)

@@ -72,8 +72,13 @@ class LocalSettings:
 
     def item_lr(self, num_items: int) -> float:
         """The item-row learning rate of the SGD optimisers for a table of ``num_items`` rows."""
-        scale = num_items * self.item_lr_eta if self.item_lr_eta else 1.0
-        return self.lr_embedding * scale + self.item_lr_offset
+        return item_learning_rate(self.lr_embedding, self.item_lr_eta, self.item_lr_offset, num_items)
+
+
+def item_learning_rate(lr_embedding: float, item_lr_eta: float, item_lr_offset: float, num_items: int) -> float:
+    """lr_embedding * I * item_lr_eta + item_lr_offset (item_lr_eta = 0: lr_embedding + item_lr_offset)."""
+    scale = num_items * item_lr_eta if item_lr_eta else 1.0
+    return lr_embedding * scale + item_lr_offset
 
 
 @dataclass
