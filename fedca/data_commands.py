@@ -5,6 +5,7 @@ import sys
 from dataclasses import asdict
 from typing import List
 
+from fedca.config.protocol import protocol_in_force
 from fedca.config.compose import available, compose_run_config
 from fedca.data.fed_data import load_fed_data
 from fedca.data.download import fetch
@@ -65,7 +66,7 @@ def command(args: argparse.Namespace) -> int:
         return 0
     data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed, progress=sys.stderr.isatty())
     print(f"dataset      {cfg.dataset.name} (protocol {cfg.protocol.name}, "
-          f"min_interactions {cfg.protocol.min_interactions})")
+          f"min_interactions {protocol_in_force(cfg).min_interactions})")
     print(f"users        {data.num_users}")
     print(f"items        {data.num_items}")
     print(f"interactions {data.num_interactions}")

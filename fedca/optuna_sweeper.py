@@ -19,7 +19,7 @@ the rest are asked anew. Trial ``n`` always runs in job folder ``n``. One proces
 study at a time (a second one would take the first one's running trials for orphans).
 
 The objective is what ``fedca run`` returns: the selected round's validation ``hr@K``
-(``eval.select_k``), maximised. Rounds must be selected on validation: with
+(``protocol.select_k``), maximised. Rounds must be selected on validation: with
 ``protocol.select_by=test`` the study is refused before any trial runs.
 """
 

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from fedca.results.report import best_trial, write_report
+from fedca.results.report import best_trial, protocol_lines, write_report
 
 
 def add_parser(subparsers) -> None:
@@ -28,6 +28,8 @@ def command(args: argparse.Namespace) -> int:
     result = write_report(args.paths, out, mix_protocols=args.mix_protocols, plot=args.plot or bool(args.sensitivity),
                           sensitivity_param=args.sensitivity, baseline=args.baseline)
     print(result["table"])
+    for line in protocol_lines(result["protocols"]):
+        print(line)
     for row in result["incomplete"].itertuples():
         print(f"incomplete: {row.run_dir} ({row.status}{': ' + str(row.error) if isinstance(row.error, str) else ''})")
     best = best_trial(args.paths, result["complete"])

@@ -21,6 +21,8 @@ from tqdm import tqdm
 
 import fedca
 from fedca.aggregators.registry import build_aggregator
+from fedca.config.moved import moved_into_place
+from fedca.config.protocol import protocol_hash, protocol_in_force, protocol_values
 from fedca.config.schema import RunConfig
 from fedca.config.validate import validate
 from fedca.data.fed_data import load_fed_data
@@ -65,10 +67,13 @@ def git_commit() -> str | None:
 
 
 def protocol_record(cfg: RunConfig, data_meta: dict, reveals, warm: dict | None = None) -> dict:
-    """Everything that changes the meaning of a number, for summary.json."""
-    return {**asdict(cfg.protocol), "dataset": cfg.dataset.name, "file_sha256": data_meta.get("file_sha256"),
-            "official_checksum_match": data_meta.get("official_checksum_match"), "eval_mode": cfg.eval.mode,
-            "ks": list(cfg.eval.ks), "model_init": cfg.model.init, "user_init": cfg.model.user_init,
+    """Everything that changes the meaning of a number, for summary.json: every protocol field and
+    their ``hash``, then what else a reader of the number needs (data checksum, initialisation,
+    what the server sees, privacy, unseen clients, warm start)."""
+    values = protocol_values(protocol_in_force(cfg))
+    return {**values, "hash": protocol_hash(values), "dataset": cfg.dataset.name,
+            "file_sha256": data_meta.get("file_sha256"), "official_checksum_match": data_meta.get("official_checksum_match"),
+            "model_init": cfg.model.init, "user_init": cfg.model.user_init,
             "server_sees": list(reveals), "merge": "on receipt (the same state is evaluated and trained on)",
             "privacy": {**asdict(cfg.privacy), "noised": "the uploaded (V, Theta): clipped update + Gaussian noise; "
                                                           "sample counts and server_sees items are sent as they are"}
@@ -89,8 +94,8 @@ def simulation_settings(cfg: RunConfig) -> SimulationSettings:
                           item_lr_offset=cfg.model.item_lr_offset)
     return SimulationSettings(rounds=cfg.rounds, clients_sample_ratio=cfg.clients_sample_ratio,
                               num_train_negatives=cfg.protocol.num_train_negatives, batch_size=cfg.batch_size,
-                              local=local, eval_every=cfg.eval_every, ks=list(cfg.eval.ks),
-                              ties=cfg.protocol.ties, eval_mode=cfg.eval.mode,
+                              local=local, eval_every=cfg.eval_every, ks=list(cfg.protocol.ks),
+                              ties=cfg.protocol.ties, eval_mode=cfg.protocol.eval_mode,
                               privacy=PrivacySettings(clip=cfg.privacy.clip,
                                                       noise_multiplier=cfg.privacy.noise_multiplier),
                               unseen=UnseenSettings(share=cfg.eval.holdout_clients, adapt_epochs=cfg.eval.adapt_steps,
@@ -180,7 +185,7 @@ def _round_zero_metrics(rows: list) -> dict | None:
 
 
 def _selected_round(rows: list, cfg: RunConfig) -> int:
-    return select_rounds(_trained_rows(rows), cfg.protocol.select_by, f"hr@{cfg.eval.select_k}")["selected"]["round"]
+    return select_rounds(_trained_rows(rows), cfg.protocol.select_by, f"hr@{cfg.protocol.select_k}")["selected"]["round"]
 
 
 def run(cfg: RunConfig, out_dir: Path, tracker=None) -> dict:
@@ -218,7 +223,7 @@ def _tracked(cfg: RunConfig, out_dir: Path, tracker) -> dict:
 
 def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
     checkpoint = load_checkpoint(out_dir) if cfg.resume else None
-    if checkpoint is not None and not _saved_config_agrees(checkpoint["config"], _comparable(cfg),
+    if checkpoint is not None and not _saved_config_agrees(moved_into_place(checkpoint["config"]), _comparable(cfg),
                                                            OmegaConf.to_container(OmegaConf.structured(RunConfig))):
         raise FedcaError(f"{out_dir} holds a checkpoint of a different config; resume with the same "
                          f"overrides or choose another hydra.run.dir")
@@ -230,10 +235,8 @@ def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
     backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers), cfg.model.latent_dim)
     kernel = choose_kernel(simulation_settings(cfg).local, backbone, device)
     aggregator = build_aggregator(cfg.agg, cfg.model.mlp_layers)
-    columns = {"name": cfg.protocol.name, "ties": cfg.protocol.ties, "select_by": cfg.protocol.select_by,
-               "shared_val_test_negatives": cfg.protocol.shared_val_test_negatives,
-               "train_negatives_exclude_eval": cfg.protocol.train_negatives_exclude_eval,
-               "num_eval_negatives": cfg.protocol.num_eval_negatives, "eval_mode": cfg.eval.mode}
+    values = protocol_values(protocol_in_force(cfg))
+    columns = {**values, "hash": protocol_hash(values)}
     run_id = checkpoint["run_id"] if checkpoint else uuid.uuid4().hex[:12]
     folder = RunFolder(out_dir, run_id=run_id, protocol_columns=columns)
     folder.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
@@ -260,7 +263,7 @@ def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
                                   "wall_seconds": time.time() - started, "simulation": simulation.state_dict(),
                                   "raw_user_ids": data.raw_user_ids, "raw_item_ids": data.raw_item_ids}, name)
 
-    k = cfg.eval.select_k
+    k = cfg.protocol.select_k
     bar = tqdm(total=cfg.rounds, initial=simulation.next_round, desc=f"{cfg.dataset.name}/{cfg.agg.name}",
                disable=not cfg.progress, dynamic_ncols=True)
     try:

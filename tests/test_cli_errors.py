@@ -35,7 +35,8 @@ BAD_INPUTS = {
     "unknown_method": ({}, ["+method=nope"], "nope"),
     "agg_clients_ratio_above_one": ({}, ["agg.agg_clients_ratio=1.5"], "agg.agg_clients_ratio"),
     "zero_clients_sample_ratio": ({}, ["clients_sample_ratio=0"], "clients_sample_ratio"),
-    "negative_k": ({}, ["eval.ks=[-1]"], "eval.ks"),
+    "negative_k": ({}, ["protocol.ks=[-1]"], "protocol.ks"),
+    "moved_eval_mode": ({}, ["eval.mode=full"], "use protocol.eval_mode=full"),
     "unknown_key": ({}, ["foo=1"], "foo"),
     "non_integer_rounds": ({}, ["rounds=abc"], "rounds"),
 }

@@ -57,7 +57,7 @@ def test_composite_defaults_are_the_official_code_defaults():
 @pytest.mark.parametrize("override,key", [
     ("agg.agg_clients_ratio=0", "agg.agg_clients_ratio"), ("agg.interpolation=1.5", "agg.interpolation"),
     ("agg.k_principal=17", "agg.k_principal"), ("agg.comp_sign=2", "agg.comp_sign"),
-    ("eval.ks=[0]", "eval.ks"), ("eval.select_k=5", "eval.select_k"), ("batch_size=0", "batch_size"),
+    ("protocol.ks=[0]", "protocol.ks"), ("protocol.select_k=5", "protocol.select_k"), ("batch_size=0", "batch_size"),
     ("model.mlp_layers=[30,1]", "model.mlp_layers"), ("protocol.ties=random", "protocol.ties"),
     ("device=tpu", "device"), ("local_epochs=0", "local_epochs"), ("model.lr_embedding=0", "model.lr_embedding"),
 ])

@@ -42,7 +42,7 @@ SECTIONS = [
 ]
 EXTRA_CONTEXT = {"model.mlp_layers": ("model=ncf",)}   # mlp_layers is only checked for the ncf backbone
 # how a drawn number is written into a list-valued field (the other entries keep the field valid)
-LIST_TEMPLATES = {"model.mlp_layers": "[32,{},1]", "eval.ks": "[10,{}]", "schedule.milestones": "[{}]"}
+LIST_TEMPLATES = {"model.mlp_layers": "[32,{},1]", "protocol.ks": "[10,{}]", "schedule.milestones": "[{}]"}
 # agg.alpha / agg.beta are the official code's names: validate() moves them into w_comp / w_sim
 RESOLVED_INTO = {"agg.alpha": "w_comp", "agg.beta": "w_sim"}
 INT64 = 2 ** 63
@@ -115,8 +115,8 @@ RANGES = {
     "protocol.binarize_threshold": lambda v, cfg: True,   # any (finite) rating threshold
     "protocol.num_eval_negatives": at_least(1), "protocol.num_train_negatives": at_least(0),
     "protocol.early_stop_threshold": at_least(0),
-    "eval.ks": lambda v, cfg: len(v) >= 1 and all(k >= 1 for k in v) and cfg.eval.select_k in v,
-    "eval.select_k": lambda v, cfg: v in cfg.eval.ks,
+    "protocol.ks": lambda v, cfg: len(v) >= 1 and all(k >= 1 for k in v) and cfg.protocol.select_k in v,
+    "protocol.select_k": lambda v, cfg: v in cfg.protocol.ks,
     "eval.holdout_clients": lambda v, cfg: 0 <= v < 1, "eval.adapt_steps": at_least(0),
     "schedule.end_w_sim": at_least(0), "schedule.end_w_comp": at_least(0), "schedule.end_interpolation": unit,
     "schedule.milestones": lambda v, cfg: all(m >= 1 for m in v), "schedule.gamma": above(0),
@@ -176,7 +176,7 @@ def check_override(key: str, kind: str, context: tuple, value) -> None:
         return
     got = composed_value(cfg, key)
     elements = got if isinstance(got, list) else [got]
-    element = {"model.mlp_layers": 1, "eval.ks": 1, "schedule.milestones": 0}.get(key)
+    element = {"model.mlp_layers": 1, "protocol.ks": 1, "schedule.milestones": 0}.get(key)
     element = got if element is None else got[element]
     assert same_number(element, value, kind), f"{override} composed to {got!r}"   # no silent conversion
     assert all(sane_number(v, kind) for v in elements), f"{override} was accepted: {got!r} is not a sane number"
@@ -187,7 +187,7 @@ def test_every_numeric_field_has_a_documented_range():
     keys = [key for key, _, _ in FIELDS]
     assert len(keys) == len(set(keys))
     assert set(keys) == set(RANGES), "a numeric config field without a range here, or a range for a gone field"
-    assert {"rounds", "model.lr_embedding", "agg.k_principal", "protocol.num_eval_negatives", "eval.select_k",
+    assert {"rounds", "model.lr_embedding", "agg.k_principal", "protocol.num_eval_negatives", "protocol.select_k",
             "schedule.end_w_sim", "schedule.gamma", "schedule.rate"} <= set(keys)
 
 

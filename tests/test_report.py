@@ -87,7 +87,8 @@ def test_sweep_of_two_aggs_over_three_seeds_gives_two_rows_with_mean_and_sample_
 def test_per_run_table_has_descriptive_columns_selected_round_and_metrics(tmp_path):
     complete, _ = collect([make_sweep(tmp_path / "sweep")])
 
-    assert list(complete.columns) == ["run_dir", "dataset", "model", "agg", "seed", "protocol", "selected_round",
+    assert list(complete.columns) == ["run_dir", "dataset", "model", "agg", "seed", "protocol", "protocol_hash",
+                                      "selected_round",
                                       "val_hr@10", "val_ndcg@10", "test_hr@10", "test_ndcg@10", "best_test_hr@10",
                                       "best_test_ndcg@10", "final_test_hr@10", "final_test_ndcg@10", "round_seconds",
                                       "wall_seconds"]
@@ -136,8 +137,8 @@ def test_swept_override_keys_become_columns_and_group_choices_stay_plain(tmp_pat
     complete, _ = collect([sweep, tmp_path / "in_process"])
     grouped = aggregate(complete)
 
-    assert list(complete.columns[:9]) == ["run_dir", "dataset", "model", "agg", "seed", "protocol", "agg.w_sim",
-                                          "tag", "note"]
+    assert list(complete.columns[:10]) == ["run_dir", "dataset", "model", "agg", "seed", "protocol", "protocol_hash",
+                                           "agg.w_sim", "tag", "note"]
     assert "progress" not in complete.columns
     assert list(complete["agg.w_sim"]) == [0.1, 0.5, 0.5, 0.3]
     assert list(complete["tag"])[:3] == ["ablation"] * 3 and pd.isna(complete["tag"].iloc[3])

@@ -11,6 +11,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fedca.config.moved import moved_override
 from fedca.config.paths import conf_dir
 from fedca.config.schema import RunConfig, register_configs
 from fedca.config.validate import validate
@@ -27,8 +28,12 @@ def available(group: str) -> List[str]:
 
 def check_group_choices(overrides: Sequence[str]) -> None:
     """Fail with one line when an override names a config group choice that does not exist
-    (comma-separated sweep values are checked one by one)."""
+    (comma-separated sweep values are checked one by one) or a key that has moved."""
     for override in overrides:
+        moved = moved_override(override.lstrip("~"))
+        if moved is not None:
+            raise FedcaError(f"{override.partition('=')[0]} is now {moved.partition('=')[0]} (it changes what a "
+                             f"number means, so it belongs to the protocol); use {moved}")
         key, _, value = override.lstrip("+~").partition("=")
         if key in GROUPS + PRESET_GROUPS and value:
             for choice in value.split(","):

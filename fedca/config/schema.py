@@ -13,38 +13,40 @@ from omegaconf import MISSING
 
 from fedca.aggregators.base import AggConfig
 from fedca.aggregators.registry import aggregator_classes
+from fedca.config.fields import declared
 
 
 @dataclass
 class DatasetConfig:
     """Where a ratings file is and how to read it (one YAML per dataset in conf/dataset/).
 
-    ``download``: fetch a missing file from ``url`` on first use (checksums verified).
-    ``date_cols``: year, month and day columns for ``time_rule=date_columns``.
-    ``min_interactions``: when set, the dataset's published user filter, used in place of
-    ``protocol.min_interactions`` (Last.fm-2K: 5, which gives the figures its papers report).
+    Fields declared ``data=False`` say where the file is, not what is read from it; the others
+    are the parsing settings and go into the processed-data cache key.
     """
 
-    name: str = MISSING
-    format: str = "delimited"
-    subdir: str = ""
-    file: str = MISSING
-    root: Optional[str] = None
-    download: bool = True
-    url: Optional[str] = None
-    archive_member: Optional[str] = None
-    sha256: Optional[str] = None
-    archive_md5: Optional[str] = None
-    sep: str = "\t"
-    header: bool = False
-    user_col: str = "0"
-    item_col: str = "1"
-    rating_col: Optional[str] = "2"
-    timestamp_col: Optional[str] = "3"
-    time_rule: str = "column"
-    date_cols: Optional[List[str]] = None
-    min_interactions: Optional[int] = None
-    notes: str = ""
+    name: str = declared(MISSING, "the dataset's name in folders, tables and the cache", data=False)
+    format: str = declared("delimited", "file format (delimited: one interaction per line)")
+    subdir: str = declared("", "folder under FEDCA_DATA_DIR holding the file", data=False)
+    file: str = declared(MISSING, "file name inside subdir", data=False)
+    root: Optional[str] = declared(None, "data folder (null: FEDCA_DATA_DIR, else the fedca cache)", data=False)
+    download: bool = declared(True, "fetch a missing file from url on first use (checksums verified)", data=False)
+    url: Optional[str] = declared(None, "official download address (an archive or the file)", data=False)
+    archive_member: Optional[str] = declared(None, "the file's path inside the downloaded archive", data=False)
+    sha256: Optional[str] = declared(None, "expected sha256 of the file (the official release)", data=False)
+    archive_md5: Optional[str] = declared(None, "expected md5 of the downloaded archive", data=False)
+    sep: str = declared("\t", "field separator")
+    header: bool = declared(False, "the first line names the columns")
+    user_col: str = declared("0", "user id column (name, or 0-based position without a header)")
+    item_col: str = declared("1", "item id column")
+    rating_col: Optional[str] = declared("2", "rating column (null: every row is an interaction)")
+    timestamp_col: Optional[str] = declared("3", "timestamp column for time_rule=column")
+    time_rule: str = declared("column", "what orders a user's interactions for the leave-one-out split: column, "
+                                        "date_columns, item_first_appearance or file_order")
+    date_cols: Optional[List[str]] = declared(None, "year, month and day columns for time_rule=date_columns")
+    min_interactions: Optional[int] = declared(
+        None, "the dataset's published user filter, used in place of protocol.min_interactions (null: the "
+              "protocol's); Last.fm-2K: 5, which gives the figures its papers report", data=False)
+    notes: str = declared("", "free text about the file", data=False)
 
 
 @dataclass
@@ -109,32 +111,41 @@ class AdaptiveScheduleConfig(ScheduleConfig):
 
 @dataclass
 class ProtocolConfig:
-    """Everything that changes the meaning of a number (written into every result row)."""
+    """Everything that changes the meaning of a number: every field goes into every row of
+    rounds.csv and into summary.json with the hash of them all (fedca/config/protocol.py).
+    Defaults are the official FedCA code's protocol (conf/protocol/fedca.yaml); fields declared
+    ``data=True`` shape the processed dataset and key its cache."""
 
-    name: str = MISSING
-    min_interactions: int = 10
-    binarize_threshold: float = 0.0
-    duplicates: str = "keep_all"
-    num_eval_negatives: int = 99
-    shared_val_test_negatives: bool = True
-    train_negatives_exclude_eval: bool = False
-    num_train_negatives: int = 4
-    ties: str = "pessimistic"
-    select_by: str = "test"
-    early_stop: str = "official"
-    early_stop_threshold: float = 1e-4
+    name: str = declared(MISSING, "the protocol's name (not part of its hash)", data=False)
+    min_interactions: int = declared(10, "users with fewer interactions are dropped")
+    binarize_threshold: float = declared(0.0, "a rating above it counts as an interaction (implicit feedback)")
+    duplicates: str = declared("keep_all", "repeated (user, item) rows: keep_all (the official loader), "
+                                           "keep_first or keep_last")
+    num_eval_negatives: int = declared(99, "sampled negatives ranked with each held-out item")
+    shared_val_test_negatives: bool = declared(True, "the same sampled negatives rank the val and the test item")
+    train_negatives_exclude_eval: bool = declared(False, "training negatives are never eval candidates (false: the "
+                                                         "official code's leak)")
+    num_train_negatives: int = declared(4, "fresh training negatives per positive, redrawn every round")
+    ties: str = declared("pessimistic", "rank of the held-out item among tied scores: pessimistic (after them, "
+                                        "the official metric), optimistic or average", data=False)
+    select_by: str = declared("test", "split whose HR@select_k picks the reported round (test: the official "
+                                      "code's best-test round)", data=False)
+    early_stop: str = declared("official", "official: stop local epochs when the running-average loss changes "
+                                           "less than early_stop_threshold; off: always all epochs", data=False)
+    early_stop_threshold: float = declared(1e-4, "the loss change that stops local training", data=False)
+    eval_mode: str = declared("sampled", "sampled: rank each held-out item among its sampled negatives; full: "
+                                         "among all items, the user's training items masked", data=False)
+    ks: List[int] = declared([10], "cut-offs K of HR@K and NDCG@K", data=False)
+    select_k: int = declared(10, "the K whose HR picks the reported round (one of ks)", data=False)
 
 
 @dataclass
 class EvalConfig:
-    """What is measured each evaluation round. ``holdout_clients``: share of users kept out of
-    all training and evaluated as new devices (``split=unseen_test``) after ``adapt_steps`` local
+    """Who is evaluated besides the federation (what is measured is the protocol's).
+    ``holdout_clients``: share of users kept out of all training and evaluated as new devices (``split=unseen_test``) after ``adapt_steps`` local
     epochs of fine-tuning on their own training data; after the last round, or on every
     evaluation round with ``unseen_every_eval``."""
 
-    mode: str = "sampled"
-    ks: List[int] = field(default_factory=lambda: [10])
-    select_k: int = 10
     holdout_clients: float = 0.0
     adapt_steps: int = 5
     unseen_every_eval: bool = False

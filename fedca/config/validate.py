@@ -78,7 +78,6 @@ def _validate_dataset(cfg: RunConfig) -> None:
     if data.min_interactions is not None:
         require(data.min_interactions >= 0, "dataset.min_interactions", data.min_interactions,
                  "must be >= 0 (or null: use protocol.min_interactions)")
-        cfg.protocol.min_interactions = data.min_interactions  # the dataset's published filter wins
 
 
 def _validate_model(cfg: RunConfig) -> None:
@@ -172,15 +171,16 @@ def _validate_protocol(cfg: RunConfig) -> None:
     choice("protocol.early_stop", proto.early_stop, ("official", "off"))
     require(proto.early_stop_threshold >= 0, "protocol.early_stop_threshold", proto.early_stop_threshold,
              "must be >= 0")
+    choice("protocol.eval_mode", proto.eval_mode, ("sampled", "full"))
+    require(len(proto.ks) >= 1, "protocol.ks", list(proto.ks), "needs at least one K")
+    for k in proto.ks:
+        require(k >= 1, "protocol.ks", list(proto.ks), "every K must be >= 1")
+    require(proto.select_k in proto.ks, "protocol.select_k", proto.select_k,
+            f"must be one of protocol.ks={list(proto.ks)}")
 
 
 def _validate_eval(cfg: RunConfig) -> None:
     ev = cfg.eval
-    choice("eval.mode", ev.mode, ("sampled", "full"))
-    require(len(ev.ks) >= 1, "eval.ks", list(ev.ks), "needs at least one K")
-    for k in ev.ks:
-        require(k >= 1, "eval.ks", list(ev.ks), "every K must be >= 1")
-    require(ev.select_k in ev.ks, "eval.select_k", ev.select_k, f"must be one of eval.ks={list(ev.ks)}")
     require(0.0 <= ev.holdout_clients < 1.0, "eval.holdout_clients", ev.holdout_clients, "must be in [0, 1)")
     at_least("eval.adapt_steps", ev.adapt_steps, 0)
 
@@ -210,8 +210,7 @@ def _validate_tracking(cfg: RunConfig) -> None:
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Check every field's range; return the same object with alpha/beta resolved and a dataset's own
-    ``min_interactions`` (when set) copied into ``protocol.min_interactions``."""
+    """Check every field's range; return the same object with alpha/beta resolved."""
     _sane_numbers(cfg)
     _validate_top(cfg)
     _validate_dataset(cfg)

@@ -1,7 +1,7 @@
 """FedData: everything a run needs from a dataset, as tensors, cached per (file, protocol, seed).
 
-The cache is keyed by the raw file's sha256, the parsing settings, the protocol fields that
-shape the data and the seed; a stale or unreadable cache file is rebuilt, never trusted.
+The cache is keyed by the raw file's sha256, the seed and every DatasetConfig and
+ProtocolConfig field declared to shape the data (``fedca.config.fields.data_values``); a stale or unreadable cache file is rebuilt, never trusted.
 
 Raw ids (the mapping from dense index back to the file): an int64 tensor when the file's ids
 are integers, else the list of the file's string tokens (``raw_user_ids[u]`` is user u's id).
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from fedca.config.schema import DatasetConfig, ProtocolConfig
+from fedca.config.fields import data_values
 from fedca.data.download import sha256_of
 from fedca.data.negatives import pair_keys, sample_eval_negatives
 from fedca.data.readers import read_ratings
@@ -31,10 +32,6 @@ from fedca.errors import FedcaError
 from fedca.seeding import generator
 
 CACHE_FORMAT = 2
-DATA_PROTOCOL_FIELDS = ("min_interactions", "binarize_threshold", "duplicates", "num_eval_negatives",
-                        "shared_val_test_negatives", "train_negatives_exclude_eval", "num_train_negatives")
-PARSE_FIELDS = ("format", "sep", "header", "user_col", "item_col", "rating_col", "timestamp_col", "time_rule",
-                "date_cols")
 TENSOR_FIELDS = ("train_items", "train_offsets", "val_items", "test_items", "val_negatives", "test_negatives",
                  "interacted_keys", "train_excluded_keys", "raw_user_ids", "raw_item_ids")
 RawIds = Union[torch.Tensor, List[str]]
@@ -146,8 +143,7 @@ def _build(path: Path, spec: DatasetConfig, protocol: ProtocolConfig, seed: int,
 
 def _cache_key(file_sha256: str, spec: DatasetConfig, protocol: ProtocolConfig, seed: int) -> str:
     record = {"format": CACHE_FORMAT, "file_sha256": file_sha256, "seed": seed,
-              "parse": {k: getattr(spec, k) for k in PARSE_FIELDS},
-              "protocol": {k: getattr(protocol, k) for k in DATA_PROTOCOL_FIELDS}}
+              "parse": data_values(spec), "protocol": data_values(protocol)}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 

@@ -41,6 +41,7 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
+from fedca.config.moved import moved_into_place
 from fedca.config.compose import compose_run_config
 from fedca.errors import FedcaError
 from fedca.leaderboard.config import LeaderboardConfig
@@ -131,9 +132,10 @@ def best_of_study(cfg: LeaderboardConfig, cell: Cell) -> dict:
 
 def check_rerun_is_the_trial(cfg: LeaderboardConfig, cell: Cell, best: dict) -> None:
     """FedcaError unless the rerun config of the tuning protocol on ``tune_seed`` is the best
-    trial's config (execution-only fields aside)."""
+    trial's config (execution-only fields aside; keys that moved since the trial ran are read at
+    their new place)."""
     folder = tune_dir(cfg, cell)
-    trial = yaml.safe_load((folder / best["trial"] / "config.yaml").read_text())
+    trial = moved_into_place(yaml.safe_load((folder / best["trial"] / "config.yaml").read_text()))
     with _COMPOSING:
         composed = compose_run_config([*rerun_overrides(cfg, cell, best, cfg.tune_protocol), f"seed={cfg.tune_seed}"])
     rerun = OmegaConf.to_container(OmegaConf.structured(composed))

@@ -8,7 +8,9 @@ complete go to a separate table and never into the numbers.
 
 ``aggregate`` groups the rows by every descriptive column except the seed and reports the
 number of seeds and the mean and sample standard deviation (ddof=1) of every metric.
-Numbers from different evaluation protocols do not compare, so mixing them needs consent.
+Numbers from different evaluation protocols do not compare, so mixing them needs consent:
+runs are told apart by the hash of every protocol field (``fedca.config.protocol``), not by
+the protocol's name, and a refusal names the fields that differ.
 """
 
 import io
@@ -22,13 +24,14 @@ from typing import Iterable, Sequence
 import pandas as pd
 import yaml
 
+from fedca.config.protocol import differing_fields, protocol_hash, recorded_values
 from fedca.errors import FedcaError
 from fedca.results.atomic import write_text
 from fedca.results.run_folder import USER_METRICS
 from fedca.results.significance import compare_to_baseline
 
 GROUP_CHOICES = ("dataset", "model", "agg", "protocol")
-PLAIN_COLUMNS = ("run_dir", "dataset", "model", "agg", "seed", "protocol")
+PLAIN_COLUMNS = ("run_dir", "dataset", "model", "agg", "seed", "protocol", "protocol_hash")
 COUNT_COLUMNS = ("n_seeds", "n_runs")
 METRIC_BLOCKS = (("val", "selected", "val"), ("test", "selected", "test"),
                  ("best_test", "best_test", "test"), ("final_test", "final", "test"),
@@ -134,7 +137,13 @@ class _Run:
             row[group] = (self.overrides.get(group) or self.choices.get(group) or names[group]
                           or _lookup(self.config, f"{group}.name"))
         row["seed"] = self.summary.get("seed", self.config.get("seed"))
+        values = self.protocol_values()
+        row["protocol_hash"] = protocol_hash(values) if values else None
         return {column: row[column] for column in PLAIN_COLUMNS}
+
+    def protocol_values(self) -> dict | None:
+        """Every protocol field's value as the run recorded it (None for a run without a record)."""
+        return recorded_values(self.summary)
 
     def swept(self, key: str) -> object:
         """The run's value of an override key, also where this run did not override it: the
@@ -241,14 +250,51 @@ def require_group_column(table: pd.DataFrame, column: str) -> None:
         raise FedcaError(f"no swept parameter {column!r} in the runs; swept columns: {', '.join(groups)}")
 
 
-def aggregate(complete: pd.DataFrame, mix_protocols: bool = False) -> pd.DataFrame:
+def protocols_of(complete: pd.DataFrame) -> dict[str, dict]:
+    """{protocol hash: protocol values} of the runs of a per-run table, read from their summary.json."""
+    found = {}
+    for run_dir in complete["run_dir"]:
+        values = recorded_values(_read_json(Path(run_dir) / "summary.json") or {})
+        if values is not None:
+            found.setdefault(protocol_hash(values), values)
+    return dict(sorted(found.items()))
+
+
+def check_one_protocol(complete: pd.DataFrame, protocols: dict[str, dict] | None = None) -> None:
+    """FedcaError (one line) when the runs span several protocols: several hashes, or, for tables
+    written before runs recorded one, several names. ``protocols`` ({hash: values}, see
+    ``protocols_of``) lets the message name the fields that differ."""
+    hashes = sorted(map(str, complete["protocol_hash"].dropna().unique())) if "protocol_hash" in complete else []
+    names = sorted(map(str, complete["protocol"].dropna().unique()))
+    if len(hashes) <= 1 and len(names) <= 1:
+        return
+    advice = "pass --mix-protocols to tabulate them side by side, or report each separately"
+    if len(hashes) > 1 and protocols and all(h in protocols for h in hashes):
+        first = protocols[hashes[0]]
+        differing = list(dict.fromkeys(key for h in hashes[1:] for key in differing_fields(first, protocols[h])))
+        labels = ", ".join(f"{protocols[h]['name']} {h}" for h in hashes)
+        raise FedcaError(f"the runs span {len(hashes)} protocols ({labels}) that differ in {', '.join(differing)}; "
+                         f"their numbers do not compare; {advice}")
+    labels = ", ".join(hashes if len(hashes) > 1 else names)
+    raise FedcaError(f"the runs span {max(len(hashes), len(names))} protocols ({labels}) whose numbers do not "
+                     f"compare; {advice}")
+
+
+def protocol_lines(protocols: dict[str, dict]) -> list[str]:
+    """One line per protocol of a table: its name, hash and every field's value."""
+    return [f"protocol {values['name']} ({digest}): "
+            + ", ".join(f"{key}={value}" for key, value in values.items() if key != "name")
+            for digest, values in protocols.items()]
+
+
+def aggregate(complete: pd.DataFrame, mix_protocols: bool = False,
+              protocols: dict[str, dict] | None = None) -> pd.DataFrame:
     """Mean and sample std (ddof=1) of every metric per group of seeds; n_seeds counts distinct
-    seeds and n_runs the rows. Raises FedcaError when the rows span several protocols, unless
-    ``mix_protocols`` (the protocol then stays a group column, so no row mixes two)."""
-    protocols = sorted(map(str, complete["protocol"].dropna().unique()))
-    if len(protocols) > 1 and not mix_protocols:
-        raise FedcaError(f"the runs span {len(protocols)} protocols ({', '.join(protocols)}) whose numbers do not "
-                         "compare; pass --mix-protocols to tabulate them side by side, or report each separately")
+    seeds and n_runs the rows. Raises FedcaError when the rows span several protocols (see
+    ``check_one_protocol``), unless ``mix_protocols`` (the protocol and its hash then stay group
+    columns, so no row mixes two)."""
+    if not mix_protocols:
+        check_one_protocol(complete, protocols)
     keys = group_columns(complete)
     metrics = metric_columns(complete)
     numeric = complete.assign(**{m: pd.to_numeric(complete[m], errors="coerce") for m in metrics})
@@ -276,7 +322,7 @@ def _cells(table: pd.DataFrame, metrics: Sequence[str] | None, pm: str,
     """Header, body rows and the number of left-aligned (group) columns of a grouped table;
     ``note`` (header, one cell per row) is appended as a last column."""
     chosen = _selected_metrics(table, metrics)
-    groups = group_columns(table)
+    groups = [g for g in group_columns(table) if g != "protocol_hash" or table[g].nunique() > 1]
     header = [*groups, "n_seeds", *chosen, *([note[0]] if note else [])]
     body = [[*(_label(row[g]) for g in groups), _label(row["n_seeds"]),
              *(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], pm) for m in chosen), *([note[1][i]] if note else [])]
@@ -406,7 +452,7 @@ def write_report(paths: Iterable[Path], out_dir: Path, mix_protocols: bool = Fal
     sensitivity_<param>.png with ``sensitivity_param``, and with ``baseline`` a ``vs baseline``
     column (paired tests of the selected round's test HR@K, see ``baseline_comparison``) and
     significance.csv. Returns {"table": markdown table, "complete": the per-run table,
-    "incomplete": incomplete runs, "files": written paths}."""
+    "incomplete": incomplete runs, "files": written paths, "protocols": {hash: protocol values}}."""
     paths = list(map(Path, paths))
     out_dir = Path(out_dir)
     complete, incomplete = collect(paths)
@@ -414,7 +460,8 @@ def write_report(paths: Iterable[Path], out_dir: Path, mix_protocols: bool = Fal
         counts = incomplete["status"].value_counts()
         raise FedcaError(f"none of the {len(incomplete)} runs under {', '.join(map(str, paths))} is complete ("
                          + ", ".join(f"{n} {status}" for status, n in counts.items()) + ")")
-    grouped = aggregate(complete, mix_protocols=mix_protocols)
+    protocols = protocols_of(complete)
+    grouped = aggregate(complete, mix_protocols=mix_protocols, protocols=protocols)
     if sensitivity_param:
         require_group_column(grouped, sensitivity_param)
     texts, notes = {}, (None, None)
@@ -425,7 +472,8 @@ def write_report(paths: Iterable[Path], out_dir: Path, mix_protocols: bool = Fal
         texts["significance.csv"] = _csv(comparison)
     table = to_markdown(grouped, note=notes[0])
     texts = {"results.csv": _csv(complete), "results_grouped.csv": _csv(grouped),
-             "results.md": _markdown_report(table, incomplete, SIGNIFICANCE_LEGEND if baseline else None),
+             "results.md": _markdown_report(table, incomplete, protocol_lines(protocols),
+                                            SIGNIFICANCE_LEGEND if baseline else None),
              "results.tex": to_latex(grouped, note=notes[1]), **texts}
     files = []
     for name, text in texts.items():
@@ -433,7 +481,7 @@ def write_report(paths: Iterable[Path], out_dir: Path, mix_protocols: bool = Fal
         files.append(out_dir / name)
     if plot or sensitivity_param:
         files += _write_plots(complete, grouped, out_dir, plot, sensitivity_param)
-    return {"table": table, "complete": complete, "incomplete": incomplete, "files": files}
+    return {"table": table, "complete": complete, "incomplete": incomplete, "files": files, "protocols": protocols}
 
 
 def best_trial(paths: Iterable[Path], complete: pd.DataFrame) -> dict | None:
@@ -466,9 +514,10 @@ def _csv(frame: pd.DataFrame) -> str:
     return buffer.getvalue()
 
 
-def _markdown_report(table: str, incomplete: pd.DataFrame, legend: str | None = None) -> str:
+def _markdown_report(table: str, incomplete: pd.DataFrame, protocols: list[str], legend: str | None = None) -> str:
     text = ("# Results\n\nMean ± sample std (ddof=1) over seeds, at the round each run's protocol selects.\n\n"
-            + table + (f"\n{legend}\n" if legend else ""))
+            + table + (f"\n{legend}\n" if legend else "")
+            + ("\n## Protocols\n\n" + "".join(f"- {line}\n" for line in protocols) if protocols else ""))
     if not incomplete.empty:
         text += "\n## Incomplete runs (not in the table)\n\n" + "".join(
             f"- `{row.run_dir}`: {row.status}" + (f" ({row.error})" if isinstance(row.error, str) else "") + "\n"
