@@ -39,7 +39,11 @@ def test_the_ablation_presets_zero_one_term_of_the_composite_weights():
 def test_official_alpha_beta_map_to_complementarity_and_similarity():
     cfg = compose_run_config(["agg=composite", "agg.alpha=0.7", "agg.beta=0.2"])
     assert isinstance(cfg.agg, CompositeAggConfig)
-    assert (cfg.agg.w_comp, cfg.agg.w_sim) == (0.7, 0.2)
+    scheduled = cfg.agg.scheduled_values()
+    assert (scheduled["w_comp"], scheduled["w_sim"]) == (0.7, 0.2)
+    assert (cfg.agg.alpha, cfg.agg.beta, cfg.agg.w_comp, cfg.agg.w_sim) == (0.7, 0.2, 0.3, 0.3)  # not rewritten
+    from fedca.schedules.registry import build_schedule
+    assert build_schedule(cfg).values(0) == {"w_sim": 0.2, "w_comp": 0.7, "interpolation": 0.9}
 
 
 def test_ablation_configs_switch_off_one_term():

@@ -24,8 +24,10 @@ from hypothesis import strategies as st
 from fedca.config.compose import compose_run_config
 from fedca.aggregators.composite import CompositeAggConfig
 from fedca.aggregators.gpfedrec import GPFedRecAggConfig
-from fedca.config.schema import (AdaptiveScheduleConfig, EvalConfig, ModelConfig, ProtocolConfig, RampScheduleConfig,
-                                 RunConfig, StepScheduleConfig)
+from fedca.config.schema import EvalConfig, ModelConfig, ProtocolConfig, RunConfig
+from fedca.schedules.adaptive import AdaptiveScheduleConfig
+from fedca.schedules.base import RampScheduleConfig
+from fedca.schedules.step import StepScheduleConfig
 from fedca.errors import FedcaError
 
 # (prefix, schema, overrides that select it)
@@ -43,7 +45,8 @@ SECTIONS = [
 EXTRA_CONTEXT = {"model.mlp_layers": ("model=ncf",)}   # mlp_layers is only checked for the ncf backbone
 # how a drawn number is written into a list-valued field (the other entries keep the field valid)
 LIST_TEMPLATES = {"model.mlp_layers": "[32,{},1]", "protocol.ks": "[10,{}]", "schedule.milestones": "[{}]"}
-# agg.alpha / agg.beta are the official code's names: validate() moves them into w_comp / w_sim
+# agg.alpha / agg.beta are the official code's names: when set they are the w_comp / w_sim the
+# run schedules (CompositeAggConfig.scheduled_values); the config itself keeps what was written
 RESOLVED_INTO = {"agg.alpha": "w_comp", "agg.beta": "w_sim"}
 INT64 = 2 ** 63
 
@@ -145,10 +148,9 @@ def sane_number(value, kind: str) -> bool:
 def composed_value(cfg, key: str):
     section, _, name = key.rpartition(".")
     node = getattr(cfg, section) if section else cfg
-    if key in RESOLVED_INTO:
-        assert getattr(node, name) is None, f"{key} was not resolved"
-        name = RESOLVED_INTO[key]
     value = getattr(node, name)
+    if key in RESOLVED_INTO:
+        assert node.scheduled_values()[RESOLVED_INTO[key]] == value, f"{key} is not the scheduled value"
     return list(value) if isinstance(value, (list, tuple)) else value
 
 

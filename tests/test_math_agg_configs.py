@@ -112,14 +112,15 @@ def test_each_rule_refuses_with_its_one_line(config, knobs, run, message):
     assert str(caught.value) == message
 
 
-def test_the_official_code_s_alpha_and_beta_become_w_comp_and_w_sim():
+def test_the_official_code_s_alpha_and_beta_are_the_scheduled_w_comp_and_w_sim():
     config = CompositeAggConfig(name="composite", alpha=0.7, beta=0)
     config.check(_run())
-    assert (config.w_comp, config.w_sim, config.alpha, config.beta) == (0.7, 0.0, None, None)
-    assert isinstance(config.w_sim, float)
-    untouched = CompositeAggConfig(name="composite", w_sim=0.25, w_comp=0.5)
+    assert config.scheduled_values() == {"w_sim": 0.0, "w_comp": 0.7, "interpolation": 0.9}
+    assert all(isinstance(value, float) for value in config.scheduled_values().values())
+    assert (config.w_comp, config.w_sim, config.alpha, config.beta) == (0.3, 0.3, 0.7, 0)  # the config stays as written
+    untouched = CompositeAggConfig(name="composite", w_sim=0.25, w_comp=0.5, interpolation=0.8)
     untouched.check(_run())
-    assert (untouched.w_sim, untouched.w_comp) == (0.25, 0.5)
+    assert untouched.scheduled_values() == {"w_sim": 0.25, "w_comp": 0.5, "interpolation": 0.8}
 
 
 def test_from_config_passes_the_fields_the_constructor_takes_and_the_mlp_widths():

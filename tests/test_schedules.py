@@ -65,5 +65,15 @@ def test_adaptive_state_round_trips():
 
 
 def test_weight_schedules_need_composite_aggregation():
-    with pytest.raises(FedcaError, match="agg=composite"):
+    with pytest.raises(FedcaError, match=r"agg=fedavg schedules none, so only schedule=constant fits it "
+                                         r"\(agg=composite schedules some\)"):
         build_schedule(compose_run_config(["agg=fedavg", "schedule=linear"]))
+
+
+@pytest.mark.parametrize("overrides, key", [(["schedule=step", "schedule.keys=[w_sim,lr]"], "schedule.keys"),
+                                            (["schedule=linear", "schedule.end_interpolation=2"],
+                                             "schedule.end_interpolation"),
+                                            (["schedule=adaptive", "schedule.rate=0"], "schedule.rate")])
+def test_a_schedules_own_rules_are_checked_with_the_config(overrides, key):
+    with pytest.raises(FedcaError, match=key):
+        compose_run_config(["agg=composite", *overrides])

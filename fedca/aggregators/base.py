@@ -182,6 +182,16 @@ class AggConfig:
         rest of the run config ``run`` (a ``RunConfig``); called before any work starts."""
         choice("agg.weighting", self.weighting, WEIGHTINGS)
 
+    def knob_values(self) -> Dict[str, object]:
+        """{field: value} the aggregator is built with; a config whose fields have aliases (another
+        code's names) resolves them here, where they are declared, and never rewrites itself."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+    def scheduled_values(self) -> Dict[str, float]:
+        """{name: value} of the knobs a schedule may move each round (``conf/schedule/``); empty
+        when the aggregator has none, which only ``schedule=constant`` fits."""
+        return {}
+
     def local_term(self) -> Optional[Tuple[str, str]]:
         """(term, the knob that turns it on) when these settings add a term to the clients' local
         loss (``pull``: ``Anchors``; ``proximal``: ``Proximal``), else None; the model's
@@ -205,7 +215,7 @@ class Aggregator:
     @classmethod
     def from_config(cls, agg_cfg: AggConfig, mlp_layers: Sequence[int] = ()) -> "Aggregator":
         takes = inspect.signature(cls.__init__).parameters
-        knobs = {item.name: getattr(agg_cfg, item.name) for item in fields(agg_cfg) if item.name in takes}
+        knobs = {name: value for name, value in agg_cfg.knob_values().items() if name in takes}
         if "mlp_layers" in takes:
             knobs["mlp_layers"] = list(mlp_layers)
         return cls(**knobs)

@@ -30,7 +30,8 @@ class CompositeAggConfig(AggConfig):
 
     ``w_sim``/``w_comp`` weigh model similarity and data complementarity. The official code
     calls them ``beta`` and ``alpha`` respectively (its README says the opposite, D1); set
-    ``alpha``/``beta`` to use the code's meaning: alpha -> w_comp, beta -> w_sim.
+    ``alpha``/``beta`` to use the code's meaning: alpha, when set, is the w_comp the run uses and
+    beta the w_sim (``scheduled_values``; the config keeps what was written).
     """
 
     w_sim: float = 0.3
@@ -46,12 +47,9 @@ class CompositeAggConfig(AggConfig):
 
     def check(self, run) -> None:
         super().check(run)
-        for code_name, our_name in (("alpha", "w_comp"), ("beta", "w_sim")):  # the code's names (D1)
-            code_value = getattr(self, code_name)
-            if code_value is not None:
-                require(code_value >= 0, f"agg.{code_name}", code_value, "must be >= 0")
-                setattr(self, our_name, float(code_value))
-                setattr(self, code_name, None)
+        for key in ("alpha", "beta"):  # the code's names (D1)
+            if getattr(self, key) is not None:
+                require(getattr(self, key) >= 0, f"agg.{key}", getattr(self, key), "must be >= 0")
         for key in ("w_sim", "w_comp"):
             require(getattr(self, key) >= 0, f"agg.{key}", getattr(self, key), "must be >= 0")
         choice("agg.comp_sign", self.comp_sign, (1, -1))
@@ -61,6 +59,12 @@ class CompositeAggConfig(AggConfig):
                 f"must be in [1, model.latent_dim={run.model.latent_dim}]")
         ratio("agg.agg_clients_ratio", self.agg_clients_ratio)
         require(0.0 <= self.interpolation <= 1.0, "agg.interpolation", self.interpolation, "must be in [0, 1]")
+
+    def scheduled_values(self):
+        """w_sim, w_comp (the code's ``beta`` and ``alpha`` when set: the alias wins) and interpolation."""
+        return {"w_sim": float(self.w_sim if self.beta is None else self.beta),
+                "w_comp": float(self.w_comp if self.alpha is None else self.alpha),
+                "interpolation": float(self.interpolation)}
 
 
 class Composite(Aggregator):

@@ -1,26 +1,18 @@
 """Every aggregator, found by name: each module of ``fedca.aggregators`` that defines an
 ``Aggregator`` subclass with its own ``name`` contributes it (no list to edit)."""
 
-import importlib
-import pkgutil
 from functools import lru_cache
 from typing import Dict, Sequence
 
 import fedca.aggregators
 from fedca.aggregators.base import AggConfig, Aggregator
+from fedca.discovery import named_subclasses
 
 
 @lru_cache(maxsize=1)
 def aggregator_classes() -> Dict[str, type]:
     """{name: Aggregator subclass} over the modules of the package, sorted by name."""
-    found = {}
-    for module in pkgutil.iter_modules(fedca.aggregators.__path__):
-        loaded = importlib.import_module(f"fedca.aggregators.{module.name}")
-        for value in vars(loaded).values():
-            if isinstance(value, type) and issubclass(value, Aggregator) and value is not Aggregator \
-                    and value.__module__ == loaded.__name__:
-                found[value.name] = value
-    return dict(sorted(found.items()))
+    return named_subclasses(fedca.aggregators, Aggregator)
 
 
 def build_aggregator(agg_cfg: AggConfig, mlp_layers: Sequence[int] = ()) -> Aggregator:

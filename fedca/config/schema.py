@@ -14,6 +14,8 @@ from omegaconf import MISSING
 from fedca.aggregators.base import AggConfig
 from fedca.aggregators.registry import aggregator_classes
 from fedca.config.fields import declared
+from fedca.schedules.base import ScheduleConfig
+from fedca.schedules.registry import schedule_classes
 
 
 @dataclass
@@ -73,40 +75,6 @@ class ModelConfig:
     item_lr_offset: float = 0.0
     lr_user: Optional[float] = None
     local_epochs: Optional[int] = None
-
-
-@dataclass
-class ScheduleConfig:
-    """Per-round values of the composite weights and interpolation (conf/schedule/)."""
-
-    name: str = "constant"
-
-
-@dataclass
-class RampScheduleConfig(ScheduleConfig):
-    """linear / cosine: from the agg config's values to these at the last round (None: unchanged)."""
-
-    end_w_sim: Optional[float] = None
-    end_w_comp: Optional[float] = None
-    end_interpolation: Optional[float] = None
-
-
-@dataclass
-class StepScheduleConfig(ScheduleConfig):
-    """step: multiply ``keys`` by ``gamma`` at every milestone (1-based round) passed."""
-
-    milestones: List[int] = field(default_factory=lambda: [50])
-    gamma: float = 0.5
-    keys: List[str] = field(default_factory=lambda: ["w_sim", "w_comp"])
-
-
-@dataclass
-class AdaptiveScheduleConfig(ScheduleConfig):
-    """adaptive: weights follow the untrained-row share the server observes (fedca/schedules/adaptive.py)."""
-
-    rate: float = 0.5
-    min_weight: float = 0.0
-    max_weight: float = 1.0
 
 
 @dataclass
@@ -219,10 +187,10 @@ def register_configs() -> None:
     for group, name, node in (
             ("schema", "dataset", DatasetConfig), ("schema", "model", ModelConfig),
             ("schema", "protocol", ProtocolConfig),
-            ("schema/agg", "base", AggConfig),
-            ("schema/schedule", "base", ScheduleConfig), ("schema/schedule", "ramp", RampScheduleConfig),
-            ("schema/schedule", "step", StepScheduleConfig), ("schema/schedule", "adaptive", AdaptiveScheduleConfig)):
+            ("schema/agg", "base", AggConfig)):
         store.store(group=group, name=name, node=node)
+    for name, schedule in schedule_classes().items():  # each schedule declares its own schema
+        store.store(group="schema/schedule", name=name, node=schedule.config)
     for name, aggregator in aggregator_classes().items():  # each aggregator declares its own schema
         if aggregator.config is not AggConfig:
             store.store(group="schema/agg", name=name, node=aggregator.config)

@@ -1,15 +1,14 @@
 """Range and choice checks on a composed RunConfig; each failure names the key.
 
 Runs before any work starts (no data is read, no output is written). The rules of an
-aggregator's knobs are the ``check`` of the config dataclass it declares (its module), which
-for composite also resolves the official code's ``alpha``/``beta`` into ``w_comp``/``w_sim``.
+aggregator's knobs, and a schedule's, are the ``check`` of the config dataclass it declares
+(its module). Nothing here changes the config.
 """
 
 import math
 from pathlib import Path
 from dataclasses import fields, is_dataclass
 
-from fedca.aggregators.composite import CompositeAggConfig
 from fedca.aggregators.registry import aggregator_classes
 from fedca.config.schema import RunConfig
 from fedca.config.paths import conf_dir
@@ -20,9 +19,8 @@ from fedca.config.rules import at_least, choice, ratio, require
 from fedca.errors import FedcaError
 from fedca.metrics.ranking import TIE_POLICIES
 from fedca.models.backbones import BACKBONES
+from fedca.schedules.registry import schedule_classes
 
-SCHEDULES = ("constant", "linear", "cosine", "step", "adaptive")
-SCHEDULED_KEYS = ("w_sim", "w_comp", "interpolation")
 TIME_RULES = ("column", "date_columns", "item_first_appearance", "file_order")
 DUPLICATE_POLICIES = ("keep_all", "keep_first", "keep_last")
 TRACKERS = ("none", "mlflow")
@@ -136,28 +134,17 @@ def _check_aggregator(cfg: RunConfig) -> None:
 
 
 def _validate_schedule(cfg: RunConfig) -> None:
-    sched = cfg.schedule
-    choice("schedule.name", sched.name, SCHEDULES)
-    if sched.name != "constant" and not isinstance(cfg.agg, CompositeAggConfig):
-        raise FedcaError(f"schedule={sched.name} schedules composite weights; it needs agg=composite "
-                         f"(or a composite ablation), not agg={cfg.agg.name}")
-    for key in ("end_w_sim", "end_w_comp"):
-        value = getattr(sched, key, None)
-        if value is not None:
-            require(value >= 0, f"schedule.{key}", value, "must be >= 0")
-    end_mu = getattr(sched, "end_interpolation", None)
-    if end_mu is not None:
-        require(0.0 <= end_mu <= 1.0, "schedule.end_interpolation", end_mu, "must be in [0, 1]")
-    if sched.name == "step":
-        require(sched.gamma > 0, "schedule.gamma", sched.gamma, "must be > 0")
-        require(all(m >= 1 for m in sched.milestones), "schedule.milestones", list(sched.milestones),
-                 "rounds are counted from 1")
-        for key in sched.keys:
-            choice("schedule.keys", key, SCHEDULED_KEYS)
-    if sched.name == "adaptive":
-        require(0.0 < sched.rate <= 1.0, "schedule.rate", sched.rate, "must be in (0, 1]")
-        require(0.0 <= sched.min_weight <= sched.max_weight, "schedule.min_weight", sched.min_weight,
-                 f"must be in [0, schedule.max_weight={sched.max_weight}]")
+    """The schedule names a known one, fits the values the aggregator schedules, and its knobs'
+    own rules (its config's ``check``) hold."""
+    choice("schedule.name", cfg.schedule.name, schedule_classes())
+    scheduled = cfg.agg.scheduled_values()
+    if cfg.schedule.name != "constant" and not scheduled:
+        takers = [name for name, aggregator in aggregator_classes().items()
+                  if aggregator.config(name=name).scheduled_values()]
+        raise FedcaError(f"schedule={cfg.schedule.name} moves the values an aggregator schedules; agg={cfg.agg.name} "
+                         f"schedules none, so only schedule=constant fits it (agg={' or agg='.join(takers)} "
+                         f"schedules some)")
+    cfg.schedule.check(scheduled)
 
 
 def _validate_protocol(cfg: RunConfig) -> None:
@@ -210,7 +197,7 @@ def _validate_tracking(cfg: RunConfig) -> None:
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Check every field's range; return the same object with alpha/beta resolved."""
+    """Check every field's range and every cross-field rule; return the same object, unchanged."""
     _sane_numbers(cfg)
     _validate_top(cfg)
     _validate_dataset(cfg)

@@ -17,13 +17,38 @@ Deterministic given the statistics, always within [lo, hi], and its state (share
 with checkpoints. Interpolation stays at its configured value.
 """
 
-from fedca.schedules.base import Schedule
+from dataclasses import dataclass
+
+from fedca.config.fields import declared
+from fedca.config.rules import require
+from fedca.schedules.base import Schedule, ScheduleConfig
+
+
+@dataclass
+class AdaptiveScheduleConfig(ScheduleConfig):
+    """adaptive: the weights follow the untrained-row share the server observes (module docstring)."""
+
+    rate: float = declared(0.5, "how fast the share follows the observed untrained share, in (0, 1]")
+    min_weight: float = declared(0.0, "lower clip of each weight")
+    max_weight: float = declared(1.0, "upper clip of each weight")
+
+    def check(self, scheduled):
+        require({"w_sim", "w_comp"} <= set(scheduled), "schedule", "adaptive",
+                f"moves w_sim and w_comp; the aggregator schedules {', '.join(scheduled)}")
+        require(0.0 < self.rate <= 1.0, "schedule.rate", self.rate, "must be in (0, 1]")
+        require(0.0 <= self.min_weight <= self.max_weight, "schedule.min_weight", self.min_weight,
+                f"must be in [0, schedule.max_weight={self.max_weight}]")
 
 
 class AdaptiveSchedule(Schedule):
     """Weights follow the untrained-row share reported by the composite aggregator."""
 
     name = "adaptive"
+    config = AdaptiveScheduleConfig
+
+    @classmethod
+    def from_config(cls, cfg, start, rounds):
+        return cls(start, rounds, cfg.rate, cfg.min_weight, cfg.max_weight)
 
     def __init__(self, start, rounds, rate, lo, hi):
         super().__init__(start, rounds)

@@ -1,18 +1,66 @@
-"""A schedule gives the composite weights of each round: ``values(round) -> {name: value}``.
+"""A schedule gives the values an aggregator schedules, per round: ``values(round) -> {name: value}``.
 
-Names are ``w_sim``, ``w_comp`` and ``interpolation``; ``start`` holds the agg config's values
-(the values at round 0). Schedules are pure functions of the round, except ``adaptive``,
+``start`` holds the agg config's scheduled values (``AggConfig.scheduled_values``; composite's
+``w_sim``, ``w_comp`` and ``interpolation``), the values at round 0. Each schedule declares its
+knobs in its module: a config dataclass (``Schedule.config``, the schema of its
+``conf/schedule/`` file, with ``check``) and ``from_config``. Schedules are pure functions of the round, except ``adaptive``,
 which also reads the aggregation statistics of past rounds through ``observe`` and keeps a
 small state (``state_dict``) so that a resumed run continues identically.
 """
 
-from typing import Dict
+from dataclasses import dataclass
+from typing import ClassVar, Dict, Optional
+
+from omegaconf import MISSING
+
+from fedca.config.fields import declared
+from fedca.config.rules import require
+
+
+@dataclass
+class ScheduleConfig:
+    """The schema of ``conf/schedule/<choice>.yaml`` for a schedule without knobs of its own."""
+
+    name: str = declared(MISSING, "the schedule's name")
+
+    def check(self, scheduled: Dict[str, float]) -> None:
+        """FedcaError (one line naming the key) when a knob is out of range or does not fit the
+        aggregator's ``scheduled`` values; called before any work starts."""
+
+
+@dataclass
+class RampScheduleConfig(ScheduleConfig):
+    """linear / cosine: from the agg config's values to these at the last round (None: unchanged)."""
+
+    end_w_sim: Optional[float] = declared(None, "w_sim at the last round (null: stays)")
+    end_w_comp: Optional[float] = declared(None, "w_comp at the last round (null: stays)")
+    end_interpolation: Optional[float] = declared(None, "interpolation at the last round, in [0, 1] (null: stays)")
+
+    def ends(self) -> Dict[str, Optional[float]]:
+        return {"w_sim": self.end_w_sim, "w_comp": self.end_w_comp, "interpolation": self.end_interpolation}
+
+    def check(self, scheduled):
+        for key, value in self.ends().items():
+            if value is None:
+                continue
+            require(key in scheduled, f"schedule.end_{key}", value,
+                    f"the aggregator schedules {', '.join(scheduled)}, not {key}; leave it null")
+            if key == "interpolation":
+                require(0.0 <= value <= 1.0, f"schedule.end_{key}", value, "must be in [0, 1]")
+            else:
+                require(value >= 0, f"schedule.end_{key}", value, "must be >= 0")
 
 
 class Schedule:
     """Base class: constant values; subclasses override ``values`` (and ``observe``)."""
 
     name = "schedule"
+    config: ClassVar[type] = ScheduleConfig
+
+    @classmethod
+    def from_config(cls, cfg: ScheduleConfig, start: Dict[str, float], rounds: int) -> "Schedule":
+        """The schedule of ``cfg`` from the aggregator's ``start`` values over ``rounds`` rounds."""
+        return cls(start, rounds)
 
     def __init__(self, start: Dict[str, float], rounds: int):
         self.start = dict(start)
@@ -43,6 +91,12 @@ def ramp(start: Dict[str, float], end: Dict[str, float | None], fraction: float)
 
 class RampSchedule(Schedule):
     """Each value moves from its start to its ``end`` value (None: stays) along ``ease``."""
+
+    config = RampScheduleConfig
+
+    @classmethod
+    def from_config(cls, cfg, start, rounds):
+        return cls(start, rounds, cfg.ends())
 
     def __init__(self, start: Dict[str, float], rounds: int, end: Dict[str, float | None]):
         super().__init__(start, rounds)

@@ -1,30 +1,25 @@
-"""Build the schedule a config names (the only reader of schedule config fields)."""
+"""Every schedule, found by name (each module of ``fedca.schedules`` that defines a ``Schedule``
+subclass with its own ``name``), and the schedule a config names."""
 
-from fedca.aggregators.composite import CompositeAggConfig
-from fedca.config.schema import RunConfig
-from fedca.schedules.adaptive import AdaptiveSchedule
+from functools import lru_cache
+from typing import Dict
+
+import fedca.schedules
+from fedca.discovery import named_subclasses
 from fedca.schedules.base import Schedule
 from fedca.schedules.constant import ConstantSchedule
-from fedca.schedules.cosine import CosineSchedule
-from fedca.schedules.linear import LinearSchedule
-from fedca.schedules.step import StepSchedule
 
 
-def build_schedule(cfg: RunConfig) -> Schedule:
-    """The schedule of ``cfg`` (validated: a schedule other than constant only with composite
-    aggregation, the only one with weights to schedule)."""
-    sched = cfg.schedule
-    if not isinstance(cfg.agg, CompositeAggConfig):
+@lru_cache(maxsize=1)
+def schedule_classes() -> Dict[str, type]:
+    """{name: Schedule subclass}, sorted by name."""
+    return named_subclasses(fedca.schedules, Schedule)
+
+
+def build_schedule(cfg) -> Schedule:
+    """The schedule of the run config ``cfg`` over the values its aggregator schedules (validated:
+    an aggregator that schedules none runs only with ``schedule=constant``)."""
+    start = cfg.agg.scheduled_values()
+    if not start:
         return ConstantSchedule({}, cfg.rounds)
-    start = {"w_sim": cfg.agg.w_sim, "w_comp": cfg.agg.w_comp, "interpolation": cfg.agg.interpolation}
-    end = {"w_sim": getattr(sched, "end_w_sim", None), "w_comp": getattr(sched, "end_w_comp", None),
-           "interpolation": getattr(sched, "end_interpolation", None)}
-    if sched.name == "constant":
-        return ConstantSchedule(start, cfg.rounds)
-    if sched.name == "linear":
-        return LinearSchedule(start, cfg.rounds, end)
-    if sched.name == "cosine":
-        return CosineSchedule(start, cfg.rounds, end)
-    if sched.name == "step":
-        return StepSchedule(start, cfg.rounds, list(sched.milestones), sched.gamma, list(sched.keys))
-    return AdaptiveSchedule(start, cfg.rounds, sched.rate, sched.min_weight, sched.max_weight)
+    return schedule_classes()[cfg.schedule.name].from_config(cfg.schedule, start, cfg.rounds)

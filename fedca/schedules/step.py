@@ -1,6 +1,27 @@
 """Step schedule: the listed values are multiplied by ``gamma`` at every milestone round passed."""
 
-from fedca.schedules.base import Schedule
+from dataclasses import dataclass
+from typing import List
+
+from fedca.config.fields import declared
+from fedca.config.rules import choice, require
+from fedca.schedules.base import Schedule, ScheduleConfig
+
+
+@dataclass
+class StepScheduleConfig(ScheduleConfig):
+    """step: multiply ``keys`` by ``gamma`` at every milestone (1-based round) passed."""
+
+    milestones: List[int] = declared([50], "rounds (counted from 1) at which the values are multiplied")
+    gamma: float = declared(0.5, "the factor, > 0")
+    keys: List[str] = declared(["w_sim", "w_comp"], "which scheduled values step")
+
+    def check(self, scheduled):
+        require(self.gamma > 0, "schedule.gamma", self.gamma, "must be > 0")
+        require(all(m >= 1 for m in self.milestones), "schedule.milestones", list(self.milestones),
+                "rounds are counted from 1")
+        for key in self.keys:
+            choice("schedule.keys", key, scheduled)
 
 
 class StepSchedule(Schedule):
@@ -8,6 +29,11 @@ class StepSchedule(Schedule):
     milestones are 1-based round numbers as written in rounds.csv. Interpolation is capped at 1."""
 
     name = "step"
+    config = StepScheduleConfig
+
+    @classmethod
+    def from_config(cls, cfg, start, rounds):
+        return cls(start, rounds, list(cfg.milestones), cfg.gamma, list(cfg.keys))
 
     def __init__(self, start, rounds, milestones, gamma, keys):
         super().__init__(start, rounds)
