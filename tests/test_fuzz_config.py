@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from fedca.config.compose import compose_run_config
 from fedca.aggregators.composite import CompositeAggConfig
 from fedca.aggregators.gpfedrec import GPFedRecAggConfig
-from fedca.config.schema import EvalConfig, ModelConfig, ProtocolConfig, RunConfig
+from fedca.config.schema import EvalConfig, ProtocolConfig, RunConfig
+from fedca.models.config import ModelConfig
 from fedca.schedules.adaptive import AdaptiveScheduleConfig
 from fedca.schedules.base import RampScheduleConfig
 from fedca.schedules.step import StepScheduleConfig

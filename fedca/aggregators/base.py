@@ -17,6 +17,7 @@ from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 import torch
 from omegaconf import MISSING
 
+from fedca.config.fields import declared
 from fedca.federation.population import Population
 from fedca.config.rules import choice
 from fedca.metrics.means import exact_mean
@@ -174,8 +175,9 @@ class AggConfig:
     aggregator with knobs declares a subclass beside it (its ``Aggregator.config``), whose
     ``check`` holds every rule on those knobs."""
 
-    name: str = MISSING
-    weighting: str = "samples"  # samples: data-size weights n_i / sum n | uniform: 1 / n
+    name: str = declared(MISSING, "the aggregator")
+    weighting: str = declared("samples", "samples: data-size weights n_i / sum n (local training instances); "
+                                         "uniform: 1 / n, the plain mean")
 
     def check(self, run) -> None:
         """FedcaError (one line naming the key) when a knob is out of range or does not fit the

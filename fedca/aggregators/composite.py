@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 
+from fedca.config.fields import declared
 from fedca.aggregators.base import TRAINED_ITEMS, AggConfig, Aggregator, Downloads, data_weights, weight_stats
 from fedca.aggregators.simplex import project_rows_to_simplex
 from fedca.aggregators.subspace import (COMPLEMENTARITY_METRICS, SIGN_RULES, complementarity_matrix, pca1_scores,
@@ -34,16 +35,18 @@ class CompositeAggConfig(AggConfig):
     beta the w_sim (``scheduled_values``; the config keeps what was written).
     """
 
-    w_sim: float = 0.3
-    w_comp: float = 0.3
-    alpha: Optional[float] = None
-    beta: Optional[float] = None
-    comp_sign: int = 1
-    comp_metric: str = "greedy_signed"
-    pca_sign_rule: str = "scores"
-    k_principal: int = 4
-    agg_clients_ratio: float = 0.1
-    interpolation: float = 0.9
+    w_sim: float = declared(0.3, "weight of model similarity (the code's beta), >= 0")
+    w_comp: float = declared(0.3, "weight of data complementarity (the code's alpha), >= 0")
+    alpha: Optional[float] = declared(None, "the code's name for w_comp; when set, the w_comp the run uses")
+    beta: Optional[float] = declared(None, "the code's name for w_sim; when set, the w_sim the run uses")
+    comp_sign: int = declared(1, "+1: official (rewards aligned subspaces); -1: FedSaC-style")
+    comp_metric: str = declared("greedy_signed", "greedy_signed: the official greedy signed matching; svd: true "
+                                                 "principal angles")
+    pca_sign_rule: str = declared("scores", "scores: scikit-learn 1.0.2 (the reference environment); components: "
+                                            "scikit-learn >= 1.5")
+    k_principal: int = declared(4, "principal directions per client, in [1, latent_dim]")
+    agg_clients_ratio: float = declared(0.1, "share of this round's trained clients that are aggregated")
+    interpolation: float = declared(0.9, "weight of the client's own table when it receives its aggregate")
 
     def check(self, run) -> None:
         super().check(run)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fedca.config.fields import declared
 from fedca.aggregators.base import AggConfig, Aggregator, Downloads
 from fedca.config.rules import choice, require
 from fedca.models.backbones import NCF
@@ -42,9 +43,9 @@ def attentive_step(server: torch.Tensor, clients: torch.Tensor, step_size: float
 class FedAttAggConfig(AggConfig):
     """FedAtt: layer-wise attention aggregation (defaults = the official code)."""
 
-    step_size: float = 1.2
-    noise: float = 0.001
-    att_norm: str = "spectral"
+    step_size: float = declared(1.2, "the server's step towards the clients (epsilon in the code)")
+    noise: float = declared(0.001, "std of the Gaussian noise on the step (the code's dp)")
+    att_norm: str = declared("spectral", "spectral: the code's ord=2 on matrices; fro: Frobenius")
 
     def check(self, run) -> None:
         super().check(run)

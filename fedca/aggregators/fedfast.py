@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fedca.config.fields import declared
 from fedca.aggregators.base import USER_VECTORS, AggConfig, Aggregator, Downloads, data_weights
 from fedca.aggregators.clustering import cluster_means, kmeans, stratified_sample
 from fedca.config.rules import at_least, ratio, require
@@ -27,10 +28,11 @@ from fedca.metrics.means import exact_mean
 class FedFastAggConfig(AggConfig):
     """FedFast: clustered delegates, update-size weighted rows, user-vector propagation (docs/methods/fedfast.md)."""
 
-    delegates_ratio: float = 0.1
-    clusters: int = 0
-    gamma0: float = 1.0
-    gamma_decay: float = 0.9
+    delegates_ratio: float = declared(0.1, "m = floor(N * delegates_ratio) clients train per round (replaces "
+                                           "clients_sample_ratio)")
+    clusters: int = declared(0, "K for K-means; 0: one cluster per delegate (K = m)")
+    gamma0: float = declared(1.0, "propagation step at round 1 ...")
+    gamma_decay: float = declared(0.9, "... times gamma_decay per round")
 
     def check(self, run) -> None:
         super().check(run)

@@ -11,6 +11,7 @@ from typing import List
 
 import torch
 
+from fedca.config.fields import declared
 from fedca.aggregators.base import AggConfig, Aggregator, Downloads, data_weights
 from fedca.config.rules import at_least, require
 
@@ -27,7 +28,8 @@ def shared_mlp_columns(layers: List[int], personal_layers: int) -> torch.Tensor:
 class FedPerAggConfig(AggConfig):
     """FedPer: FedAvg on the base layers; the top ``personal_layers`` MLP layers stay local."""
 
-    personal_layers: int = 2
+    personal_layers: int = declared(2, "top MLP layers that stay local (of the default [32,16,8,1] MLP's 3, "
+                                       "the top 2); at most the MLP depth")
 
     def check(self, run) -> None:
         super().check(run)

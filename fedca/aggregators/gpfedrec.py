@@ -32,6 +32,7 @@ from typing import Optional
 
 import torch
 
+from fedca.config.fields import declared
 from fedca.aggregators.base import AggConfig, Aggregator, Downloads, Proximal, data_weights, weight_stats
 from fedca.config.rules import at_least, choice, require
 
@@ -73,12 +74,13 @@ class GPFedRecAggConfig(AggConfig):
     """GPFedRec: a user-relation graph over the uploaded tables, graph-weighted personal tables as
     proximal targets (docs/methods/gpfedrec.md); defaults = the official code's."""
 
-    similarity: str = "official"
-    neighborhood_size: int = 0
-    neighborhood_threshold: float = 1.0
-    mp_layers: int = 1
-    reg: float = 1.0
-    weighting: str = "uniform"
+    similarity: str = declared("official", "official: the code's cosine distance (picks the least similar); "
+                                           "cosine; euclidean")
+    neighborhood_size: int = declared(0, "k > 0: the k highest scores, 1/k each; 0: scores above mean * threshold")
+    neighborhood_threshold: float = declared(1.0, "the threshold of neighborhood_size=0")
+    mp_layers: int = declared(1, "message-passing layers L: r = A^L q")
+    reg: float = declared(1.0, "weight of the proximal term (mean squared difference to r_i); 0: off")
+    weighting: str = declared("uniform", "the global table: uniform, the code's plain mean of r; samples")
 
     def check(self, run) -> None:
         super().check(run)

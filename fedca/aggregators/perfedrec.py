@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fedca.config.fields import declared
 from fedca.aggregators.base import USER_VECTORS, AggConfig, Aggregator, Downloads, Experts, data_weights
 from fedca.aggregators.clustering import cluster_means, kmeans, stratified_sample
 from fedca.config.rules import at_least, choice
@@ -50,10 +51,13 @@ def code_sample(assignment: torch.Tensor, count: int, generator: torch.Generator
 class PerFedRecAggConfig(AggConfig):
     """PerFedRec: global + cluster blocks, three-model score averaging (docs/methods/perfedrec.md)."""
 
-    clusters: int = 5
-    cluster_on: str = "user"
-    sampling: str = "code"
-    cluster_start_round: int = 3
+    clusters: int = declared(5, "K cluster blocks")
+    cluster_on: str = declared("user", "user: K-means on user vectors (the code; the server sees them); "
+                                       "trained_items")
+    sampling: str = declared("code", "with clients_sample_ratio < 1: code (half uniform, half by cluster size); "
+                                     "stratified")
+    cluster_start_round: int = declared(3, "1-based round from which participants start from their cluster's block")
+    weighting: str = declared("uniform", "the code's means are unweighted (uniform); samples")
 
     def check(self, run) -> None:
         super().check(run)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fedca.config.fields import declared
 from fedca.aggregators.base import AggConfig, Aggregator, Anchors, Downloads, data_weights, weight_stats
 from fedca.aggregators.simplex import project_rows_to_simplex
 from fedca.config.rules import choice, require
@@ -39,10 +40,10 @@ def collaboration_graph(deltas: torch.Tensor, p: torch.Tensor, alpha: float) -> 
 class PFedGraphAggConfig(AggConfig):
     """pFedGraph: graph from update cosines, simplex weights, cosine pull (docs/methods/pfedgraph.md)."""
 
-    alpha: float = 0.8
-    similarity: str = "all"
-    lam: float = 0.01
-    reg_sign: int = -1
+    alpha: float = declared(0.8, "lambda of the graph QP: a_i = project(p + cos_i / (2 alpha)), > 0")
+    similarity: str = declared("all", "all: cosines over (V, Theta); mlp: Theta only (the code's fc layers)")
+    lam: float = declared(0.01, "strength of the cosine pull to the anchor in the local loss (0: off)")
+    reg_sign: int = declared(-1, "-1: the paper, maximise similarity to the aggregate; +1: the official code's sign")
 
     def check(self, run) -> None:
         super().check(run)

@@ -7,15 +7,26 @@ item tables without weights; a participant loads that global table just before i
 table: the item view is personalised by local fine-tuning.
 """
 
+from dataclasses import dataclass
+
 import torch
 
-from fedca.aggregators.base import Aggregator, Downloads, data_weights
+from fedca.config.fields import declared
+from fedca.aggregators.base import AggConfig, Aggregator, Downloads, data_weights
+
+
+@dataclass
+class PFedRecAggConfig(AggConfig):
+    """PFedRec: the code averages the item tables without weights."""
+
+    weighting: str = declared("uniform", "uniform: the code's plain mean; samples")
 
 
 class PFedRec(Aggregator):
     """Unweighted mean of item tables, loaded by participants before training; local inference."""
 
     name = "pfedrec"
+    config = PFedRecAggConfig
     averages_mlp = False  # only item tables are averaged
 
     def __init__(self, *, weighting: str = "uniform"):

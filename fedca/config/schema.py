@@ -14,6 +14,8 @@ from omegaconf import MISSING
 from fedca.aggregators.base import AggConfig
 from fedca.aggregators.registry import aggregator_classes
 from fedca.config.fields import declared
+from fedca.models.backbones import BACKBONES
+from fedca.models.config import ModelConfig
 from fedca.schedules.base import ScheduleConfig
 from fedca.schedules.registry import schedule_classes
 
@@ -49,32 +51,6 @@ class DatasetConfig:
         None, "the dataset's published user filter, used in place of protocol.min_interactions (null: the "
               "protocol's); Last.fm-2K: 5, which gives the figures its papers report", data=False)
     notes: str = declared("", "free text about the file", data=False)
-
-
-@dataclass
-class ModelConfig:
-    """Backbone: the score function and its local optimiser settings (docs/methods/backbones.md, local_training.md).
-
-    ``optimizer``: ``adam`` (the official FedCA local training), ``alternating_sgd`` (PFedRec)
-    or ``sgd`` (GPFedRec: every block at once, each at its own rate). ``item_lr_eta`` > 0: item
-    learning rate of the SGD optimisers = lr_embedding * I * item_lr_eta + item_lr_offset
-    (PFedRec's official rule; GPFedRec's has offset -lr). ``lr_user``: the user-vector rate of
-    ``sgd`` (None: lr_embedding). ``local_epochs``, when set, replaces the top-level
-    ``local_epochs`` for this backbone (PFedRec trains one epoch)."""
-
-    name: str = MISSING
-    latent_dim: int = 16
-    mlp_layers: List[int] = field(default_factory=list)
-    lr_embedding: float = 1e-2
-    lr_structure: float = 1e-2
-    weight_decay: float = 1e-3
-    init: str = "official"
-    user_init: str = "shared"
-    optimizer: str = "adam"
-    item_lr_eta: float = 0.0
-    item_lr_offset: float = 0.0
-    lr_user: Optional[float] = None
-    local_epochs: Optional[int] = None
 
 
 @dataclass
@@ -185,10 +161,12 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     for group, name, node in (
-            ("schema", "dataset", DatasetConfig), ("schema", "model", ModelConfig),
+            ("schema", "dataset", DatasetConfig),
             ("schema", "protocol", ProtocolConfig),
             ("schema/agg", "base", AggConfig)):
         store.store(group=group, name=name, node=node)
+    for name, backbone in BACKBONES.items():  # each backbone declares its own schema
+        store.store(group="schema/model", name=name, node=backbone.config)
     for name, schedule in schedule_classes().items():  # each schedule declares its own schema
         store.store(group="schema/schedule", name=name, node=schedule.config)
     for name, aggregator in aggregator_classes().items():  # each aggregator declares its own schema

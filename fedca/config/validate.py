@@ -106,18 +106,11 @@ def _validate_model(cfg: RunConfig) -> None:
                  "makes the item learning rate lr_embedding * I * item_lr_eta + item_lr_offset <= 0")
     if model.local_epochs is not None:
         at_least("model.local_epochs", model.local_epochs, 1)
-    if model.name == "pfedrec":
+    if BACKBONES[model.name].personal_mlp:
         keep_mlp = [name for name, aggregator in aggregator_classes().items() if not aggregator.averages_mlp]
-        choice("agg.name (with model=pfedrec, whose personal bias b_i the others would average)", cfg.agg.name,
-               keep_mlp)
-    if model.name == "ncf":
-        layers = list(model.mlp_layers)
-        require(len(layers) >= 2, "model.mlp_layers", layers, "needs at least an input and an output width")
-        require(layers[0] == 2 * model.latent_dim, "model.mlp_layers", layers,
-                 f"the first width must be 2 * latent_dim = {2 * model.latent_dim}")
-        require(layers[-1] == 1, "model.mlp_layers", layers, "the last width must be 1")
-        require(all(1 <= width <= 65536 for width in layers), "model.mlp_layers", layers,
-                 "widths must be in [1, 65536]")
+        choice(f"agg.name (with model={model.name}, whose MLP block is personal and the others would average)",
+               cfg.agg.name, keep_mlp)
+    model.check(cfg)
 
 
 def _check_aggregator(cfg: RunConfig) -> None:

@@ -12,6 +12,8 @@ from typing import ClassVar, Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from fedca.models.config import ModelConfig, NCFModelConfig, PFedRecModelConfig
+
 
 class NonFiniteScores(ArithmeticError):
     """Training produced NaN or infinite scores for ``clients`` clients of the batch."""
@@ -78,6 +80,8 @@ class Backbone:
     name = "backbone"
     rank_one_item_grads = False
     fused_kernel: ClassVar[bool] = False
+    config: ClassVar[type] = ModelConfig
+    personal_mlp: ClassVar[bool] = False  # the MLP block is the client's own (an aggregator must not average it)
 
     @classmethod
     def from_config(cls, mlp_layers: Sequence[int], dim: int) -> "Backbone":
@@ -142,6 +146,8 @@ class PFedRecHead(FCF):
 
     name = "pfedrec"
     fused_kernel = False
+    config = PFedRecModelConfig
+    personal_mlp = True  # b_i
 
     def __init__(self, dim: int):
         self.bound = 1.0 / math.sqrt(dim)
@@ -173,6 +179,7 @@ class NCF(Backbone):
 
     name = "ncf"
     fused_kernel = True
+    config = NCFModelConfig
 
     def __init__(self, layers: List[int]):
         self.layers = list(layers)
