@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from fedca.aggregators.registry import aggregator_classes
-from fedca.config.fields import doc_of
+from fedca.config.fields import doc_of, interval_of
 from fedca.config.schema import register_configs
 from fedca.models.backbones import BACKBONES
 from fedca.schedules.registry import schedule_classes
@@ -85,3 +85,15 @@ def test_every_backbone_and_schedule_has_its_schema_and_a_choice_file():
         assert sorted(path.stem for path in (CONF / group).glob("*.yaml")) == sorted(names)
         for name in names:
             assert store.load(f"schema/{group}/{name}.yaml") is not None
+
+
+@pytest.mark.parametrize("config", _all_config_classes(), ids=lambda c: c.__name__)
+def test_a_field_a_subclass_redeclares_keeps_its_base_range(config):
+    for base in config.__mro__[1:]:
+        if not hasattr(base, "__dataclass_fields__"):
+            continue
+        for name, inherited in base.__dataclass_fields__.items():
+            own = config.__dataclass_fields__[name]
+            assert interval_of(own) == interval_of(inherited), \
+                f"{config.__name__}.{name} is declared with range {interval_of(own)}, {base.__name__} with " \
+                f"{interval_of(inherited)}"

@@ -9,22 +9,25 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from choices import runnable_pairs
+from fedca.aggregators.registry import aggregator_classes
 from fedca.config.compose import available, compose_run_config
 from fedca.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("agg,model", [("local", "fcf"), ("fedavg", "fcf"), ("fedavg", "ncf"), ("fcf", "fcf"),
-                                       ("composite", "fcf"), ("composite", "ncf"), ("composite_sim_only", "fcf"),
-                                       ("composite_comp_only", "fcf"),
-                                       ("fedper", "ncf"), ("fedatt", "fcf"), ("fedatt", "ncf"),
-                                       ("pfedgraph", "fcf"), ("pfedgraph", "ncf"), ("pfedrec", "pfedrec"),
-                                       ("pfedrec", "fcf"), ("pfedrec", "ncf"), ("fedfast", "fcf"), ("fedfast", "ncf"),
-                                       ("perfedrec", "fcf"), ("perfedrec", "ncf"), ("fedper", "fcf"),
-                                       ("local", "ncf"), ("local", "pfedrec"), ("fcf", "ncf")])
+SMOKE_CASES = runnable_pairs()  # every (agg, model) pair of conf/ that fedca runs (tests/choices.py)
+
+
+def test_every_agg_and_model_choice_is_smoke_run():
+    assert {agg for agg, _ in SMOKE_CASES} == set(available("agg"))
+    assert {model for _, model in SMOKE_CASES} == set(available("model"))
+
+
+@pytest.mark.parametrize("agg,model", list(SMOKE_CASES), ids=[f"{a}-{m}" for a, m in SMOKE_CASES])
 def test_two_round_smoke_run_of_every_aggregator(real_data_env, tmp_path, agg, model):
-    cfg = compose_run_config([f"agg={agg}", f"model={model}", "rounds=2", "progress=false", "local_epochs=2"])
+    cfg = compose_run_config([*SMOKE_CASES[(agg, model)], "rounds=2", "progress=false", "local_epochs=2"])
     summary = run(cfg, tmp_path)
     rounds = pd.read_csv(tmp_path / "rounds.csv")
     assert sorted(rounds["round"].unique()) == [1, 2]
@@ -70,15 +73,11 @@ def test_cli_run_writes_rounds_and_summary(real_data_env, tmp_path):
 
 
 def test_every_agg_config_names_an_aggregator_module_and_back():
-    names = {_agg_module_name(choice) for choice in available("agg")}
-    modules = {p.stem for p in (REPO / "fedca" / "aggregators").glob("*.py")} - {
-        "__init__", "base", "registry", "simplex", "subspace", "clustering"}
-    assert names == modules
-
-
-def _agg_module_name(choice: str) -> str:
-    needs = {"gpfedrec": ["model.optimizer=sgd"]}.get(choice, [])  # its proximal term trains with plain SGD
-    return compose_run_config([f"agg={choice}", "dataset=ml100k", *needs]).agg.name
+    names = {compose_run_config(SMOKE_CASES[next(pair for pair in SMOKE_CASES if pair[0] == choice)]).agg.name
+             for choice in available("agg")}
+    assert names == set(aggregator_classes())
+    modules = {aggregator.__module__.rpartition(".")[2] for aggregator in aggregator_classes().values()}
+    assert modules <= {p.stem for p in (REPO / "fedca" / "aggregators").glob("*.py")}
 
 
 def test_hot_path_has_no_per_client_objects_or_pandas():

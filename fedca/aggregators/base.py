@@ -17,7 +17,7 @@ from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 import torch
 from omegaconf import MISSING
 
-from fedca.config.fields import declared
+from fedca.config.fields import check_ranges, declared
 from fedca.federation.population import Population
 from fedca.config.rules import choice
 from fedca.metrics.means import exact_mean
@@ -181,7 +181,9 @@ class AggConfig:
 
     def check(self, run) -> None:
         """FedcaError (one line naming the key) when a knob is out of range or does not fit the
-        rest of the run config ``run`` (a ``RunConfig``); called before any work starts."""
+        rest of the run config ``run`` (a ``RunConfig``); called before any work starts. The
+        declared ranges of every field are checked here; subclasses add their other rules."""
+        check_ranges(self, "agg.")
         choice("agg.weighting", self.weighting, WEIGHTINGS)
 
     def knob_values(self) -> Dict[str, object]:

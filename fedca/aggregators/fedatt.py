@@ -18,7 +18,7 @@ import torch
 
 from fedca.config.fields import declared
 from fedca.aggregators.base import AggConfig, Aggregator, Downloads
-from fedca.config.rules import choice, require
+from fedca.config.rules import choice
 from fedca.models.backbones import NCF
 
 
@@ -43,14 +43,12 @@ def attentive_step(server: torch.Tensor, clients: torch.Tensor, step_size: float
 class FedAttAggConfig(AggConfig):
     """FedAtt: layer-wise attention aggregation (defaults = the official code)."""
 
-    step_size: float = declared(1.2, "the server's step towards the clients (epsilon in the code)")
-    noise: float = declared(0.001, "std of the Gaussian noise on the step (the code's dp)")
+    step_size: float = declared(1.2, "the server's step towards the clients (epsilon in the code)", range="(0, inf)")
+    noise: float = declared(0.001, "std of the Gaussian noise on the step (the code's dp)", range="[0, inf)")
     att_norm: str = declared("spectral", "spectral: the code's ord=2 on matrices; fro: Frobenius")
 
     def check(self, run) -> None:
         super().check(run)
-        require(self.step_size > 0, "agg.step_size", self.step_size, "must be > 0")
-        require(self.noise >= 0, "agg.noise", self.noise, "must be >= 0")
         choice("agg.att_norm", self.att_norm, ("spectral", "fro"))
 
 

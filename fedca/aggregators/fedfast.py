@@ -20,7 +20,7 @@ import torch
 from fedca.config.fields import declared
 from fedca.aggregators.base import USER_VECTORS, AggConfig, Aggregator, Downloads, data_weights
 from fedca.aggregators.clustering import cluster_means, kmeans, stratified_sample
-from fedca.config.rules import at_least, ratio, require
+from fedca.config.rules import require
 from fedca.metrics.means import exact_mean
 
 
@@ -29,17 +29,13 @@ class FedFastAggConfig(AggConfig):
     """FedFast: clustered delegates, update-size weighted rows, user-vector propagation (docs/methods/fedfast.md)."""
 
     delegates_ratio: float = declared(0.1, "m = floor(N * delegates_ratio) clients train per round (replaces "
-                                           "clients_sample_ratio)")
-    clusters: int = declared(0, "K for K-means; 0: one cluster per delegate (K = m)")
-    gamma0: float = declared(1.0, "propagation step at round 1 ...")
-    gamma_decay: float = declared(0.9, "... times gamma_decay per round")
+                                           "clients_sample_ratio)", range="(0, 1]")
+    clusters: int = declared(0, "K for K-means; 0: one cluster per delegate (K = m)", range="[0, inf)")
+    gamma0: float = declared(1.0, "propagation step at round 1 ...", range="[0, inf)")
+    gamma_decay: float = declared(0.9, "... times gamma_decay per round", range="[0, 1]")
 
     def check(self, run) -> None:
         super().check(run)
-        ratio("agg.delegates_ratio", self.delegates_ratio)
-        at_least("agg.clusters", self.clusters, 0)
-        require(self.gamma0 >= 0, "agg.gamma0", self.gamma0, "must be >= 0")
-        require(0 <= self.gamma_decay <= 1, "agg.gamma_decay", self.gamma_decay, "must be in [0, 1]")
         require(run.clients_sample_ratio == 1.0, "clients_sample_ratio", run.clients_sample_ratio,
                 "FedFast picks its own delegates; set agg.delegates_ratio instead")
 

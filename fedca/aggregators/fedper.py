@@ -13,7 +13,7 @@ import torch
 
 from fedca.config.fields import declared
 from fedca.aggregators.base import AggConfig, Aggregator, Downloads, data_weights
-from fedca.config.rules import at_least, require
+from fedca.config.rules import require
 
 
 def shared_mlp_columns(layers: List[int], personal_layers: int) -> torch.Tensor:
@@ -29,11 +29,10 @@ class FedPerAggConfig(AggConfig):
     """FedPer: FedAvg on the base layers; the top ``personal_layers`` MLP layers stay local."""
 
     personal_layers: int = declared(2, "top MLP layers that stay local (of the default [32,16,8,1] MLP's 3, "
-                                       "the top 2); at most the MLP depth")
+                                       "the top 2); at most the MLP depth", range="[0, inf)")
 
     def check(self, run) -> None:
         super().check(run)
-        at_least("agg.personal_layers", self.personal_layers, 0)
         layers = max(0, len(run.model.mlp_layers) - 1)  # the model's MLP layers (0 on FCF: none)
         if layers:
             require(self.personal_layers <= layers, "agg.personal_layers", self.personal_layers,

@@ -34,7 +34,7 @@ import torch
 
 from fedca.config.fields import declared
 from fedca.aggregators.base import AggConfig, Aggregator, Downloads, Proximal, data_weights, weight_stats
-from fedca.config.rules import at_least, choice, require
+from fedca.config.rules import choice
 
 SIMILARITIES = ("official", "cosine", "euclidean")
 
@@ -76,21 +76,18 @@ class GPFedRecAggConfig(AggConfig):
 
     similarity: str = declared("official", "official: the code's cosine distance (picks the least similar); "
                                            "cosine; euclidean")
-    neighborhood_size: int = declared(0, "k > 0: the k highest scores, 1/k each; 0: scores above mean * threshold")
-    neighborhood_threshold: float = declared(1.0, "the threshold of neighborhood_size=0")
-    mp_layers: int = declared(1, "message-passing layers L: r = A^L q")
-    reg: float = declared(1.0, "weight of the proximal term (mean squared difference to r_i); 0: off")
+    neighborhood_size: int = declared(0, "k > 0: the k highest scores, 1/k each; 0: scores above mean * threshold",
+                                     range="[0, inf)")
+    neighborhood_threshold: float = declared(1.0, "the threshold of neighborhood_size=0", range="[0, inf)")
+    mp_layers: int = declared(1, "message-passing layers L: r = A^L q (A^L has converged long before 64)",
+                             range="[1, 64]")
+    reg: float = declared(1.0, "weight of the proximal term (mean squared difference to r_i); 0: off",
+                         range="[0, inf)")
     weighting: str = declared("uniform", "the global table: uniform, the code's plain mean of r; samples")
 
     def check(self, run) -> None:
         super().check(run)
         choice("agg.similarity", self.similarity, SIMILARITIES)
-        at_least("agg.neighborhood_size", self.neighborhood_size, 0)
-        require(self.neighborhood_threshold >= 0, "agg.neighborhood_threshold", self.neighborhood_threshold,
-                "must be >= 0")
-        at_least("agg.mp_layers", self.mp_layers, 1)
-        require(self.mp_layers <= 64, "agg.mp_layers", self.mp_layers, "must be <= 64 (A^L has converged long before)")
-        require(self.reg >= 0, "agg.reg", self.reg, "must be >= 0")
 
     def local_term(self):
         return ("proximal", "agg.reg") if self.reg > 0 else None

@@ -25,7 +25,7 @@ import torch
 from fedca.config.fields import declared
 from fedca.aggregators.base import USER_VECTORS, AggConfig, Aggregator, Downloads, Experts, data_weights
 from fedca.aggregators.clustering import cluster_means, kmeans, stratified_sample
-from fedca.config.rules import at_least, choice
+from fedca.config.rules import choice
 
 CLUSTER_FEATURES = ("user", "trained_items")
 SAMPLINGS = ("code", "stratified")
@@ -51,20 +51,19 @@ def code_sample(assignment: torch.Tensor, count: int, generator: torch.Generator
 class PerFedRecAggConfig(AggConfig):
     """PerFedRec: global + cluster blocks, three-model score averaging (docs/methods/perfedrec.md)."""
 
-    clusters: int = declared(5, "K cluster blocks")
+    clusters: int = declared(5, "K cluster blocks", range="[1, inf)")
     cluster_on: str = declared("user", "user: K-means on user vectors (the code; the server sees them); "
                                        "trained_items")
     sampling: str = declared("code", "with clients_sample_ratio < 1: code (half uniform, half by cluster size); "
                                      "stratified")
-    cluster_start_round: int = declared(3, "1-based round from which participants start from their cluster's block")
+    cluster_start_round: int = declared(3, "1-based round from which participants start from their cluster's block",
+                                       range="[1, inf)")
     weighting: str = declared("uniform", "the code's means are unweighted (uniform); samples")
 
     def check(self, run) -> None:
         super().check(run)
-        at_least("agg.clusters", self.clusters, 1)
         choice("agg.cluster_on", self.cluster_on, CLUSTER_FEATURES)
         choice("agg.sampling", self.sampling, SAMPLINGS)
-        at_least("agg.cluster_start_round", self.cluster_start_round, 1)
 
 
 class PerFedRec(Aggregator):

@@ -9,8 +9,6 @@ table: the item view is personalised by local fine-tuning.
 
 from dataclasses import dataclass
 
-import torch
-
 from fedca.config.fields import declared
 from fedca.aggregators.base import AggConfig, Aggregator, Downloads, data_weights
 

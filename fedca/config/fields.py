@@ -1,21 +1,92 @@
-"""How a config field is declared: its default, one line of documentation and what it affects.
+"""How a config field is declared: its default, one line of documentation, its range and what it affects.
 
 ``declared(default, doc)`` is a dataclass ``field`` whose metadata carries ``doc`` (shown in
-generated tables and help) and ``data``: whether the field shapes the processed dataset and
-therefore belongs in the dataset cache key. ``data`` defaults to True, so a field nobody
-thought about makes the cache key stricter, never stale.
+generated tables and help), ``range`` (an interval such as ``"(0, 1]"`` or ``"[0, inf)"`` that
+every value, or every element of a list, must lie in; checked by ``range_errors`` with the rest
+of the config, and read by the fuzz test) and ``data``: whether the field shapes the processed
+dataset and therefore belongs in the dataset cache key. ``data`` defaults to True, so a field
+nobody thought about makes the cache key stricter, never stale. Rules that involve other
+fields stay in the ``check`` beside the declaration.
 """
 
-from dataclasses import MISSING, Field, field, fields
-from typing import Any, Dict
+import math
+import re
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+INTERVAL = re.compile(r"^([\[(])\s*(-inf|[-+0-9.e]+)\s*,\s*(inf|[-+0-9.e]+)\s*([\])])$")
 
 
-def declared(default: Any = MISSING, doc: str = "", *, data: bool = True) -> Field:
-    """A dataclass field with its documentation; list and dict defaults are copied per instance."""
-    metadata = {"doc": doc, "data": data}
+@dataclass(frozen=True)
+class Interval:
+    """A closed, open or half-open interval of numbers; ``inf`` ends are unbounded."""
+
+    low: float
+    high: float
+    low_open: bool
+    high_open: bool
+
+    @classmethod
+    def parse(cls, text: str) -> "Interval":
+        match = INTERVAL.match(text.strip())
+        if match is None:
+            raise ValueError(f"not an interval: {text!r} (write e.g. '[0, inf)' or '(0, 1]')")
+        opening, low, high, closing = match.groups()
+        return cls(float(low), float(high), opening == "(", closing == ")")
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def rule(self) -> str:
+        """The range as the one-line error states it: 'must be >= 0', 'must be in (0, 1]'."""
+        def number(x: float) -> str:
+            return str(int(x)) if x.is_integer() else repr(x)
+        if math.isinf(self.high):
+            return f"must be {'>' if self.low_open else '>='} {number(self.low)}"
+        if math.isinf(self.low):
+            return f"must be {'<' if self.high_open else '<='} {number(self.high)}"
+        return (f"must be in {'(' if self.low_open else '['}{number(self.low)}, {number(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+
+def declared(default: Any = MISSING, doc: str = "", *, data: bool = True, range: Optional[str] = None) -> Field:
+    """A dataclass field with its documentation and range; list and dict defaults are copied per instance."""
+    metadata = {"doc": doc, "data": data, **({"range": Interval.parse(range)} if range else {})}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def interval_of(item: Field) -> Optional[Interval]:
+    """The interval a field was declared with (None when it has none)."""
+    return item.metadata.get("range")
+
+
+def range_errors(node, prefix: str = "") -> Iterator[Tuple[str, Any, str]]:
+    """(key, value, rule) for every value of dataclass instance ``node`` (nested ones included)
+    outside its declared interval; None values (an unset optional) are not checked."""
+    for item in fields(node):
+        key, value = f"{prefix}{item.name}", getattr(node, item.name)
+        if is_dataclass(value):
+            yield from range_errors(value, f"{key}.")
+            continue
+        interval = interval_of(item)
+        if interval is None or value is None:
+            continue
+        elements = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig" else [value]
+        if not all(interval.holds(element) for element in elements):
+            yield key, plain(value), interval.rule()
+
+
+def check_ranges(node, prefix: str = "") -> None:
+    """FedcaError ``key=value is out of range: rule`` for the first value of ``node`` outside its
+    declared interval (``prefix``: the node's dotted place in the run config, e.g. ``agg.``)."""
+    from fedca.config.rules import require
+
+    for key, value, rule in range_errors(node, prefix):
+        require(False, key, value, rule)
 
 
 def doc_of(item: Field) -> str:

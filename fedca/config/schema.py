@@ -49,7 +49,8 @@ class DatasetConfig:
     date_cols: Optional[List[str]] = declared(None, "year, month and day columns for time_rule=date_columns")
     min_interactions: Optional[int] = declared(
         None, "the dataset's published user filter, used in place of protocol.min_interactions (null: the "
-              "protocol's); Last.fm-2K: 5, which gives the figures its papers report", data=False)
+              "protocol's); Last.fm-2K: 5, which gives the figures its papers report", data=False,
+        range="[0, inf)")
     notes: str = declared("", "free text about the file", data=False)
 
 
@@ -61,25 +62,27 @@ class ProtocolConfig:
     ``data=True`` shape the processed dataset and key its cache."""
 
     name: str = declared(MISSING, "the protocol's name (not part of its hash)", data=False)
-    min_interactions: int = declared(10, "users with fewer interactions are dropped")
+    min_interactions: int = declared(10, "users with fewer interactions are dropped", range="[0, inf)")
     binarize_threshold: float = declared(0.0, "a rating above it counts as an interaction (implicit feedback)")
     duplicates: str = declared("keep_all", "repeated (user, item) rows: keep_all (the official loader), "
                                            "keep_first or keep_last")
-    num_eval_negatives: int = declared(99, "sampled negatives ranked with each held-out item")
+    num_eval_negatives: int = declared(99, "sampled negatives ranked with each held-out item", range="[1, inf)")
     shared_val_test_negatives: bool = declared(True, "the same sampled negatives rank the val and the test item")
     train_negatives_exclude_eval: bool = declared(False, "training negatives are never eval candidates (false: the "
                                                          "official code's leak)")
-    num_train_negatives: int = declared(4, "fresh training negatives per positive, redrawn every round")
+    num_train_negatives: int = declared(4, "fresh training negatives per positive, redrawn every round",
+                                        range="[0, inf)")
     ties: str = declared("pessimistic", "rank of the held-out item among tied scores: pessimistic (after them, "
                                         "the official metric), optimistic or average", data=False)
     select_by: str = declared("test", "split whose HR@select_k picks the reported round (test: the official "
                                       "code's best-test round)", data=False)
     early_stop: str = declared("official", "official: stop local epochs when the running-average loss changes "
                                            "less than early_stop_threshold; off: always all epochs", data=False)
-    early_stop_threshold: float = declared(1e-4, "the loss change that stops local training", data=False)
+    early_stop_threshold: float = declared(1e-4, "the loss change that stops local training", data=False,
+                                           range="[0, inf)")
     eval_mode: str = declared("sampled", "sampled: rank each held-out item among its sampled negatives; full: "
                                          "among all items, the user's training items masked", data=False)
-    ks: List[int] = declared([10], "cut-offs K of HR@K and NDCG@K", data=False)
+    ks: List[int] = declared([10], "cut-offs K of HR@K and NDCG@K", data=False, range="[1, inf)")
     select_k: int = declared(10, "the K whose HR picks the reported round (one of ks)", data=False)
 
 

@@ -1,5 +1,9 @@
 """Range and choice checks on a composed RunConfig; each failure names the key.
 
+A declared field's range is its declaration's (``fedca.config.fields``: ``declared(...,
+range="(0, 1]")``), checked for the whole tree by ``check_ranges``; what is written here are
+the top-level fields and the rules that tie several fields together.
+
 Runs before any work starts (no data is read, no output is written). The rules of an
 aggregator's knobs, and a schedule's, are the ``check`` of the config dataclass it declares
 (its module). Nothing here changes the config.
@@ -15,6 +19,7 @@ from fedca.config.paths import conf_dir
 from fedca.federation.local_train import (KERNELS, OPTIMIZERS, RULES, item_learning_rate, numba_scope_error,
                                          optimizers_taking)
 from fedca.federation.warm_start import TRANSFERS
+from fedca.config.fields import check_ranges
 from fedca.config.rules import at_least, choice, ratio, require
 from fedca.errors import FedcaError
 from fedca.metrics.ranking import TIE_POLICIES
@@ -73,18 +78,11 @@ def _validate_dataset(cfg: RunConfig) -> None:
     if data.time_rule == "date_columns" and len(data.date_cols or []) != 3:
         raise FedcaError(f"dataset.time_rule='date_columns' needs dataset.date_cols=[year,month,day], "
                          f"got {list(data.date_cols or [])}")
-    if data.min_interactions is not None:
-        require(data.min_interactions >= 0, "dataset.min_interactions", data.min_interactions,
-                 "must be >= 0 (or null: use protocol.min_interactions)")
 
 
 def _validate_model(cfg: RunConfig) -> None:
     model = cfg.model
     choice("model.name", model.name, BACKBONES)
-    require(1 <= model.latent_dim <= 65536, "model.latent_dim", model.latent_dim, "must be in [1, 65536]")
-    for key in ("lr_embedding", "lr_structure"):
-        require(getattr(model, key) > 0, f"model.{key}", getattr(model, key), "must be > 0")
-    require(model.weight_decay >= 0, "model.weight_decay", model.weight_decay, "must be >= 0")
     choice("model.init", model.init, ("official", "small"))
     choice("model.user_init", model.user_init, ("shared", "random"))
     choice("model.optimizer", model.optimizer, OPTIMIZERS)
@@ -92,20 +90,16 @@ def _validate_model(cfg: RunConfig) -> None:
     scope_error = numba_scope_error(BACKBONES[model.name], model.optimizer, cfg.device)
     if cfg.kernel == "numba" and scope_error:
         raise FedcaError(scope_error)
-    require(model.item_lr_eta >= 0, "model.item_lr_eta", model.item_lr_eta, "must be >= 0 (0: item lr = lr_embedding)")
     if model.optimizer == "adam":
         require(model.item_lr_offset == 0, "model.item_lr_offset", model.item_lr_offset,
                  "sets the item rate of the SGD optimisers; must be 0 with model.optimizer=adam")
     if model.lr_user is not None:
         require(model.optimizer == "sgd", "model.lr_user", model.lr_user,
                  f"sets the user-vector rate of model.optimizer=sgd, not {model.optimizer}; leave it null")
-        require(model.lr_user >= 0, "model.lr_user", model.lr_user, "must be >= 0")
     if model.optimizer != "adam":
         smallest = item_learning_rate(model.lr_embedding, model.item_lr_eta, model.item_lr_offset, num_items=1)
         require(smallest > 0, "model.item_lr_offset", model.item_lr_offset,
                  "makes the item learning rate lr_embedding * I * item_lr_eta + item_lr_offset <= 0")
-    if model.local_epochs is not None:
-        at_least("model.local_epochs", model.local_epochs, 1)
     if BACKBONES[model.name].personal_mlp:
         keep_mlp = [name for name, aggregator in aggregator_classes().items() if not aggregator.averages_mlp]
         choice(f"agg.name (with model={model.name}, whose MLP block is personal and the others would average)",
@@ -142,19 +136,12 @@ def _validate_schedule(cfg: RunConfig) -> None:
 
 def _validate_protocol(cfg: RunConfig) -> None:
     proto = cfg.protocol
-    at_least("protocol.min_interactions", proto.min_interactions, 0)
     choice("protocol.duplicates", proto.duplicates, DUPLICATE_POLICIES)
-    at_least("protocol.num_eval_negatives", proto.num_eval_negatives, 1)
-    at_least("protocol.num_train_negatives", proto.num_train_negatives, 0)
     choice("protocol.ties", proto.ties, TIE_POLICIES)
     choice("protocol.select_by", proto.select_by, ("val", "test"))
     choice("protocol.early_stop", proto.early_stop, ("official", "off"))
-    require(proto.early_stop_threshold >= 0, "protocol.early_stop_threshold", proto.early_stop_threshold,
-             "must be >= 0")
     choice("protocol.eval_mode", proto.eval_mode, ("sampled", "full"))
     require(len(proto.ks) >= 1, "protocol.ks", list(proto.ks), "needs at least one K")
-    for k in proto.ks:
-        require(k >= 1, "protocol.ks", list(proto.ks), "every K must be >= 1")
     require(proto.select_k in proto.ks, "protocol.select_k", proto.select_k,
             f"must be one of protocol.ks={list(proto.ks)}")
 
@@ -192,6 +179,7 @@ def _validate_tracking(cfg: RunConfig) -> None:
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every field's range and every cross-field rule; return the same object, unchanged."""
     _sane_numbers(cfg)
+    check_ranges(cfg)
     _validate_top(cfg)
     _validate_dataset(cfg)
     _validate_model(cfg)

@@ -28,15 +28,15 @@ from fedca.schedules.base import Schedule, ScheduleConfig
 class AdaptiveScheduleConfig(ScheduleConfig):
     """adaptive: the weights follow the untrained-row share the server observes (module docstring)."""
 
-    rate: float = declared(0.5, "how fast the share follows the observed untrained share, in (0, 1]")
-    min_weight: float = declared(0.0, "lower clip of each weight")
+    rate: float = declared(0.5, "how fast the share follows the observed untrained share", range="(0, 1]")
+    min_weight: float = declared(0.0, "lower clip of each weight (at most max_weight)", range="[0, inf)")
     max_weight: float = declared(1.0, "upper clip of each weight")
 
     def check(self, scheduled):
         require({"w_sim", "w_comp"} <= set(scheduled), "schedule", "adaptive",
                 f"moves w_sim and w_comp; the aggregator schedules {', '.join(scheduled)}")
-        require(0.0 < self.rate <= 1.0, "schedule.rate", self.rate, "must be in (0, 1]")
-        require(0.0 <= self.min_weight <= self.max_weight, "schedule.min_weight", self.min_weight,
+        super().check(scheduled)
+        require(self.min_weight <= self.max_weight, "schedule.min_weight", self.min_weight,
                 f"must be in [0, schedule.max_weight={self.max_weight}]")
 
 

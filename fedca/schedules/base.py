@@ -13,7 +13,7 @@ from typing import ClassVar, Dict, Optional
 
 from omegaconf import MISSING
 
-from fedca.config.fields import declared
+from fedca.config.fields import check_ranges, declared
 from fedca.config.rules import require
 
 
@@ -25,30 +25,29 @@ class ScheduleConfig:
 
     def check(self, scheduled: Dict[str, float]) -> None:
         """FedcaError (one line naming the key) when a knob is out of range or does not fit the
-        aggregator's ``scheduled`` values; called before any work starts."""
+        aggregator's ``scheduled`` values; called before any work starts. The declared ranges
+        are checked here; subclasses add their other rules."""
+        check_ranges(self, "schedule.")
 
 
 @dataclass
 class RampScheduleConfig(ScheduleConfig):
     """linear / cosine: from the agg config's values to these at the last round (None: unchanged)."""
 
-    end_w_sim: Optional[float] = declared(None, "w_sim at the last round (null: stays)")
-    end_w_comp: Optional[float] = declared(None, "w_comp at the last round (null: stays)")
-    end_interpolation: Optional[float] = declared(None, "interpolation at the last round, in [0, 1] (null: stays)")
+    end_w_sim: Optional[float] = declared(None, "w_sim at the last round (null: stays)", range="[0, inf)")
+    end_w_comp: Optional[float] = declared(None, "w_comp at the last round (null: stays)", range="[0, inf)")
+    end_interpolation: Optional[float] = declared(None, "interpolation at the last round (null: stays)",
+                                                  range="[0, 1]")
 
     def ends(self) -> Dict[str, Optional[float]]:
         return {"w_sim": self.end_w_sim, "w_comp": self.end_w_comp, "interpolation": self.end_interpolation}
 
     def check(self, scheduled):
+        super().check(scheduled)
         for key, value in self.ends().items():
-            if value is None:
-                continue
-            require(key in scheduled, f"schedule.end_{key}", value,
-                    f"the aggregator schedules {', '.join(scheduled)}, not {key}; leave it null")
-            if key == "interpolation":
-                require(0.0 <= value <= 1.0, f"schedule.end_{key}", value, "must be in [0, 1]")
-            else:
-                require(value >= 0, f"schedule.end_{key}", value, "must be >= 0")
+            if value is not None:
+                require(key in scheduled, f"schedule.end_{key}", value,
+                        f"the aggregator schedules {', '.join(scheduled)}, not {key}; leave it null")
 
 
 class Schedule:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import List
 
 from fedca.config.fields import declared
-from fedca.config.rules import choice, require
+from fedca.config.rules import choice
 from fedca.schedules.base import Schedule, ScheduleConfig
 
 
@@ -12,14 +12,13 @@ from fedca.schedules.base import Schedule, ScheduleConfig
 class StepScheduleConfig(ScheduleConfig):
     """step: multiply ``keys`` by ``gamma`` at every milestone (1-based round) passed."""
 
-    milestones: List[int] = declared([50], "rounds (counted from 1) at which the values are multiplied")
-    gamma: float = declared(0.5, "the factor, > 0")
+    milestones: List[int] = declared([50], "rounds (counted from 1) at which the values are multiplied",
+                                     range="[1, inf)")
+    gamma: float = declared(0.5, "the factor", range="(0, inf)")
     keys: List[str] = declared(["w_sim", "w_comp"], "which scheduled values step")
 
     def check(self, scheduled):
-        require(self.gamma > 0, "schedule.gamma", self.gamma, "must be > 0")
-        require(all(m >= 1 for m in self.milestones), "schedule.milestones", list(self.milestones),
-                "rounds are counted from 1")
+        super().check(scheduled)
         for key in self.keys:
             choice("schedule.keys", key, scheduled)
 
