@@ -66,6 +66,11 @@ def _hydra_run(argv: list) -> int:
         register_optuna_sweeper()
     if not HYDRA_FLAGS.intersection(argv):
         compose_run_config(overrides)
+    if {"--help", "-h"}.intersection(argv):
+        from fedca.config.help import run_help
+
+        print(run_help(overrides))
+        return 0
     register_configs()
 
     @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")

@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from fedca.aggregators.registry import aggregator_classes
-from fedca.config.fields import doc_of, interval_of
+from fedca.config.fields import choices_of, doc_of, interval_of
 from fedca.config.schema import register_configs
 from fedca.models.backbones import BACKBONES
 from fedca.schedules.registry import schedule_classes
@@ -88,7 +88,7 @@ def test_every_backbone_and_schedule_has_its_schema_and_a_choice_file():
 
 
 @pytest.mark.parametrize("config", _all_config_classes(), ids=lambda c: c.__name__)
-def test_a_field_a_subclass_redeclares_keeps_its_base_range(config):
+def test_a_field_a_subclass_redeclares_keeps_its_base_range_and_choices(config):
     for base in config.__mro__[1:]:
         if not hasattr(base, "__dataclass_fields__"):
             continue
@@ -97,3 +97,18 @@ def test_a_field_a_subclass_redeclares_keeps_its_base_range(config):
             assert interval_of(own) == interval_of(inherited), \
                 f"{config.__name__}.{name} is declared with range {interval_of(own)}, {base.__name__} with " \
                 f"{interval_of(inherited)}"
+            assert choices_of(own) == choices_of(inherited), f"{config.__name__}.{name} changes its choices"
+
+
+def test_run_help_lists_the_chosen_components_keys_from_their_declarations(capsys, tmp_path, monkeypatch):
+    from fedca.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "agg=gpfedrec", "--help"]) == 0
+    text = capsys.readouterr().out
+    reg = next(item for item in fields(aggregator_classes()["gpfedrec"].config) if item.name == "reg")
+    assert f"  agg.reg = 1.0  >= 0  # {doc_of(reg)}" in text.splitlines()
+    assert "  protocol.ties = 'pessimistic'  {pessimistic, optimistic, average}" in text
+    assert "agg.w_sim" not in text  # composite's knobs only when agg=composite
+    assert "  agg: " in text and "  +method: " in text
+    assert not list(tmp_path.iterdir())  # help writes nothing

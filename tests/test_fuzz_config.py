@@ -29,7 +29,7 @@ from choices import runnable_pairs
 from fedca.aggregators.base import AggConfig
 from fedca.aggregators.composite import CompositeAggConfig
 from fedca.aggregators.registry import aggregator_classes
-from fedca.config.fields import interval_of
+from fedca.config.fields import choices_of, interval_of
 from fedca.config.schema import EvalConfig, ProtocolConfig, RunConfig
 from fedca.models.config import ModelConfig
 from fedca.schedules.base import ScheduleConfig
@@ -85,7 +85,7 @@ def _kind(hint) -> typing.Optional[str]:
 
 
 def numeric_fields() -> list:
-    """[(label, key, kind, context overrides, declared interval)] for every numeric field the
+    """[(label, key, kind, context overrides, the dataclass field)] for every numeric field the
     sections hold (an aggregator's or schedule's: the fields its own config adds)."""
     found = []
     for label, prefix, schema, context in SECTIONS:
@@ -97,7 +97,7 @@ def numeric_fields() -> list:
             if kind is None or field.name in inherited:
                 continue
             key = f"{prefix}.{field.name}" if prefix else field.name
-            found.append((label, key, kind, context + EXTRA_CONTEXT.get(key, ()), interval_of(field)))
+            found.append((label, key, kind, context + EXTRA_CONTEXT.get(key, ()), field))
     return found
 
 
@@ -139,7 +139,6 @@ RANGES = {
     "composite:agg.beta": at_least(0), "composite:agg.comp_sign": lambda v, cfg: v in (1, -1),
     "composite:agg.k_principal": lambda v, cfg: 1 <= v <= cfg.model.latent_dim,
     "composite:agg.agg_clients_ratio": ratio, "composite:agg.interpolation": unit,
-    "pfedgraph:agg.reg_sign": lambda v, cfg: v in (1, -1),   # a sign: no interval to declare
     "protocol.min_interactions": at_least(0),
     "protocol.binarize_threshold": lambda v, cfg: True,   # any (finite) rating threshold
     "protocol.num_eval_negatives": at_least(1), "protocol.num_train_negatives": at_least(0),
@@ -198,7 +197,7 @@ def oracle(label: str, key: str):
     return RANGES.get(f"{label}:{key}", RANGES.get(key) if label in ("run", "model", "protocol", "eval") else None)
 
 
-def check_override(label: str, key: str, kind: str, context: tuple, interval, value) -> None:
+def check_override(label: str, key: str, kind: str, context: tuple, declaration, value) -> None:
     written = LIST_TEMPLATES.get(key, "{}").format(render(value))
     override = f"{key}={written}"
     try:
@@ -216,15 +215,18 @@ def check_override(label: str, key: str, kind: str, context: tuple, interval, va
     assert all(sane_number(v, kind) for v in elements), f"{override} was accepted: {got!r} is not a sane number"
     hand = oracle(label, key)
     assert hand is None or hand(got, cfg), f"{override} was accepted although the documented range differs"
+    interval, allowed = interval_of(declaration), choices_of(declaration)
     assert interval is None or all(interval.holds(v) for v in elements), \
         f"{override} was accepted although the declaration says {interval.rule()}"
+    assert allowed is None or all(v in allowed for v in elements), \
+        f"{override} was accepted although the declaration allows only {allowed}"
 
 
 def test_every_numeric_field_has_a_documented_range():
     labelled = [f"{label}:{key}" for label, key, *_ in FIELDS]
     assert len(labelled) == len(set(labelled))
-    unranged = [name for (label, key, _, _, interval), name in zip(FIELDS, labelled)
-                if oracle(label, key) is None and interval is None]
+    unranged = [name for (label, key, _, _, declaration), name in zip(FIELDS, labelled)
+                if oracle(label, key) is None and interval_of(declaration) is None and choices_of(declaration) is None]
     assert not unranged, f"numeric fields with neither a declared range nor a documented one here: {unranged}"
     written = {name if ":" in name else f"?:{name}" for name in RANGES}
     known = set(labelled) | {f"?:{key}" for label, key, *_ in FIELDS if label in ("run", "model", "protocol", "eval")}
@@ -241,24 +243,24 @@ def fuzz(max_examples: int) -> settings:
 
 
 FIELD_IDS = [f"{label}:{key}" for label, key, *_ in FIELDS]
-PER_FIELD = pytest.mark.parametrize("label,key,kind,context,interval", FIELDS, ids=FIELD_IDS)
+PER_FIELD = pytest.mark.parametrize("label,key,kind,context,declaration", FIELDS, ids=FIELD_IDS)
 
 
 @PER_FIELD
 @fuzz(4)
 @given(value=ORDINARY)
 @example(value=-1)
-def test_ordinary_number_is_used_in_range_or_rejected_naming_the_key(label, key, kind, context, interval, value):
-    check_override(label, key, kind, context, interval, value)
+def test_ordinary_number_is_used_in_range_or_rejected_naming_the_key(label, key, kind, context, declaration, value):
+    check_override(label, key, kind, context, declaration, value)
 
 
 @PER_FIELD
 @pytest.mark.parametrize("value", [math.nan, math.inf], ids=["nan", "inf"])
-def test_nan_and_infinity_are_rejected_naming_the_key(label, key, kind, context, interval, value):
-    check_override(label, key, kind, context, interval, value)
+def test_nan_and_infinity_are_rejected_naming_the_key(label, key, kind, context, declaration, value):
+    check_override(label, key, kind, context, declaration, value)
 
 
 @PER_FIELD
 @pytest.mark.parametrize("value", [INT64, 10 ** 400], ids=["2**63", "10**400"])
-def test_numbers_beyond_int64_or_float_range_are_rejected_naming_the_key(label, key, kind, context, interval, value):
-    check_override(label, key, kind, context, interval, value)
+def test_numbers_beyond_int64_or_float_range_are_rejected_naming_the_key(label, key, kind, context, declaration, value):
+    check_override(label, key, kind, context, declaration, value)

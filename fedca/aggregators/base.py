@@ -17,9 +17,8 @@ from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 import torch
 from omegaconf import MISSING
 
-from fedca.config.fields import check_ranges, declared
+from fedca.config.fields import check_declared, declared
 from fedca.federation.population import Population
-from fedca.config.rules import choice
 from fedca.metrics.means import exact_mean
 
 USER_VECTORS = "user vectors"
@@ -177,14 +176,13 @@ class AggConfig:
 
     name: str = declared(MISSING, "the aggregator")
     weighting: str = declared("samples", "samples: data-size weights n_i / sum n (local training instances); "
-                                         "uniform: 1 / n, the plain mean")
+                                         "uniform: 1 / n, the plain mean", choices=WEIGHTINGS)
 
     def check(self, run) -> None:
         """FedcaError (one line naming the key) when a knob is out of range or does not fit the
         rest of the run config ``run`` (a ``RunConfig``); called before any work starts. The
         declared ranges of every field are checked here; subclasses add their other rules."""
-        check_ranges(self, "agg.")
-        choice("agg.weighting", self.weighting, WEIGHTINGS)
+        check_declared(self, "agg.")
 
     def knob_values(self) -> Dict[str, object]:
         """{field: value} the aggregator is built with; a config whose fields have aliases (another

@@ -18,7 +18,6 @@ import torch
 
 from fedca.config.fields import declared
 from fedca.aggregators.base import AggConfig, Aggregator, Downloads
-from fedca.config.rules import choice
 from fedca.models.backbones import NCF
 
 
@@ -45,11 +44,8 @@ class FedAttAggConfig(AggConfig):
 
     step_size: float = declared(1.2, "the server's step towards the clients (epsilon in the code)", range="(0, inf)")
     noise: float = declared(0.001, "std of the Gaussian noise on the step (the code's dp)", range="[0, inf)")
-    att_norm: str = declared("spectral", "spectral: the code's ord=2 on matrices; fro: Frobenius")
-
-    def check(self, run) -> None:
-        super().check(run)
-        choice("agg.att_norm", self.att_norm, ("spectral", "fro"))
+    att_norm: str = declared("spectral", "spectral: the code's ord=2 on matrices; fro: Frobenius",
+                            choices=("spectral", "fro"))
 
 
 class FedAtt(Aggregator):

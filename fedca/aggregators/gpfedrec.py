@@ -33,8 +33,8 @@ from typing import Optional
 import torch
 
 from fedca.config.fields import declared
-from fedca.aggregators.base import AggConfig, Aggregator, Downloads, Proximal, data_weights, weight_stats
-from fedca.config.rules import choice
+from fedca.aggregators.base import WEIGHTINGS, AggConfig, Aggregator, Downloads, Proximal, data_weights, weight_stats
+
 
 SIMILARITIES = ("official", "cosine", "euclidean")
 
@@ -75,7 +75,7 @@ class GPFedRecAggConfig(AggConfig):
     proximal targets (docs/methods/gpfedrec.md); defaults = the official code's."""
 
     similarity: str = declared("official", "official: the code's cosine distance (picks the least similar); "
-                                           "cosine; euclidean")
+                                           "cosine; euclidean", choices=SIMILARITIES)
     neighborhood_size: int = declared(0, "k > 0: the k highest scores, 1/k each; 0: scores above mean * threshold",
                                      range="[0, inf)")
     neighborhood_threshold: float = declared(1.0, "the threshold of neighborhood_size=0", range="[0, inf)")
@@ -83,11 +83,7 @@ class GPFedRecAggConfig(AggConfig):
                              range="[1, 64]")
     reg: float = declared(1.0, "weight of the proximal term (mean squared difference to r_i); 0: off",
                          range="[0, inf)")
-    weighting: str = declared("uniform", "the global table: uniform, the code's plain mean of r; samples")
-
-    def check(self, run) -> None:
-        super().check(run)
-        choice("agg.similarity", self.similarity, SIMILARITIES)
+    weighting: str = declared("uniform", "the global table: uniform, the code's plain mean of r; samples", choices=WEIGHTINGS)
 
     def local_term(self):
         return ("proximal", "agg.reg") if self.reg > 0 else None

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 
 from fedca.config.fields import declared
-from fedca.aggregators.base import USER_VECTORS, AggConfig, Aggregator, Downloads, Experts, data_weights
+from fedca.aggregators.base import WEIGHTINGS, USER_VECTORS, AggConfig, Aggregator, Downloads, Experts, data_weights
 from fedca.aggregators.clustering import cluster_means, kmeans, stratified_sample
-from fedca.config.rules import choice
+
 
 CLUSTER_FEATURES = ("user", "trained_items")
 SAMPLINGS = ("code", "stratified")
@@ -53,17 +53,12 @@ class PerFedRecAggConfig(AggConfig):
 
     clusters: int = declared(5, "K cluster blocks", range="[1, inf)")
     cluster_on: str = declared("user", "user: K-means on user vectors (the code; the server sees them); "
-                                       "trained_items")
+                                       "trained_items", choices=CLUSTER_FEATURES)
     sampling: str = declared("code", "with clients_sample_ratio < 1: code (half uniform, half by cluster size); "
-                                     "stratified")
+                                     "stratified", choices=SAMPLINGS)
     cluster_start_round: int = declared(3, "1-based round from which participants start from their cluster's block",
                                        range="[1, inf)")
-    weighting: str = declared("uniform", "the code's means are unweighted (uniform); samples")
-
-    def check(self, run) -> None:
-        super().check(run)
-        choice("agg.cluster_on", self.cluster_on, CLUSTER_FEATURES)
-        choice("agg.sampling", self.sampling, SAMPLINGS)
+    weighting: str = declared("uniform", "the code's means are unweighted (uniform); samples", choices=WEIGHTINGS)
 
 
 class PerFedRec(Aggregator):

@@ -21,7 +21,7 @@ import torch
 from fedca.config.fields import declared
 from fedca.aggregators.base import AggConfig, Aggregator, Anchors, Downloads, data_weights, weight_stats
 from fedca.aggregators.simplex import project_rows_to_simplex
-from fedca.config.rules import choice
+
 
 SIMILARITIES = ("all", "mlp")
 
@@ -41,15 +41,12 @@ class PFedGraphAggConfig(AggConfig):
     """pFedGraph: graph from update cosines, simplex weights, cosine pull (docs/methods/pfedgraph.md)."""
 
     alpha: float = declared(0.8, "lambda of the graph QP: a_i = project(p + cos_i / (2 alpha))", range="(0, inf)")
-    similarity: str = declared("all", "all: cosines over (V, Theta); mlp: Theta only (the code's fc layers)")
+    similarity: str = declared("all", "all: cosines over (V, Theta); mlp: Theta only (the code's fc layers)",
+                                 choices=SIMILARITIES)
     lam: float = declared(0.01, "strength of the cosine pull to the anchor in the local loss (0: off)",
                          range="[0, inf)")
-    reg_sign: int = declared(-1, "-1: the paper, maximise similarity to the aggregate; +1: the official code's sign")
-
-    def check(self, run) -> None:
-        super().check(run)
-        choice("agg.similarity", self.similarity, SIMILARITIES)
-        choice("agg.reg_sign", self.reg_sign, (1, -1))
+    reg_sign: int = declared(-1, "-1: the paper, maximise similarity to the aggregate; +1: the official code's sign",
+                             choices=(1, -1))
 
     def local_term(self):
         return ("pull", "agg.lam") if self.lam > 0 else None

@@ -10,14 +10,14 @@ table: the item view is personalised by local fine-tuning.
 from dataclasses import dataclass
 
 from fedca.config.fields import declared
-from fedca.aggregators.base import AggConfig, Aggregator, Downloads, data_weights
+from fedca.aggregators.base import WEIGHTINGS, AggConfig, Aggregator, Downloads, data_weights
 
 
 @dataclass
 class PFedRecAggConfig(AggConfig):
     """PFedRec: the code averages the item tables without weights."""
 
-    weighting: str = declared("uniform", "uniform: the code's plain mean; samples")
+    weighting: str = declared("uniform", "uniform: the code's plain mean; samples", choices=WEIGHTINGS)
 
 
 class PFedRec(Aggregator):

@@ -52,23 +52,23 @@ def one_line(exc: BaseException) -> str:
     return "; ".join(parts)
 
 
-def to_run_config(cfg) -> RunConfig:
-    """A composed DictConfig as validated dataclasses."""
+def to_run_config(cfg, validated: bool = True) -> RunConfig:
+    """A composed DictConfig as dataclasses, validated unless ``validated=False`` (help text)."""
     try:
         run_cfg = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
         raise FedcaError(f"invalid config: {one_line(exc)}") from None
-    return validate(run_cfg)
+    return validate(run_cfg) if validated else run_cfg
 
 
-def compose_run_config(overrides: Sequence[str] = ()) -> RunConfig:
-    """Compose conf/config.yaml with ``overrides`` and validate it."""
+def compose_run_config(overrides: Sequence[str] = (), validated: bool = True) -> RunConfig:
+    """Compose conf/config.yaml with ``overrides`` and validate it (unless ``validated=False``)."""
     check_group_choices(overrides)
     register_configs()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose("config", overrides=list(overrides))
-            return to_run_config(cfg)
+            return to_run_config(cfg, validated)
     except (HydraException, OmegaConfBaseException) as exc:
         raise FedcaError(f"invalid config: {one_line(exc)}") from None
     except OverflowError:

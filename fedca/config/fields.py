@@ -2,8 +2,9 @@
 
 ``declared(default, doc)`` is a dataclass ``field`` whose metadata carries ``doc`` (shown in
 generated tables and help), ``range`` (an interval such as ``"(0, 1]"`` or ``"[0, inf)"`` that
-every value, or every element of a list, must lie in; checked by ``range_errors`` with the rest
-of the config, and read by the fuzz test) and ``data``: whether the field shapes the processed
+every value, or every element of a list, must lie in), ``choices`` (the values it may take);
+both are checked by ``check_declared`` with the rest of the config and read by the fuzz test;
+and ``data``: whether the field shapes the processed
 dataset and therefore belongs in the dataset cache key. ``data`` defaults to True, so a field
 nobody thought about makes the cache key stricter, never stale. Rules that involve other
 fields stay in the ``check`` beside the declaration.
@@ -12,7 +13,7 @@ fields stay in the ``check`` beside the declaration.
 import math
 import re
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 INTERVAL = re.compile(r"^([\[(])\s*(-inf|[-+0-9.e]+)\s*,\s*(inf|[-+0-9.e]+)\s*([\])])$")
 
@@ -51,12 +52,20 @@ class Interval:
                 f"{')' if self.high_open else ']'}")
 
 
-def declared(default: Any = MISSING, doc: str = "", *, data: bool = True, range: Optional[str] = None) -> Field:
-    """A dataclass field with its documentation and range; list and dict defaults are copied per instance."""
-    metadata = {"doc": doc, "data": data, **({"range": Interval.parse(range)} if range else {})}
+def declared(default: Any = MISSING, doc: str = "", *, data: bool = True, range: Optional[str] = None,
+             choices: Optional[Sequence] = None) -> Field:
+    """A dataclass field with its documentation, range and choices; list and dict defaults are
+    copied per instance."""
+    metadata = {"doc": doc, "data": data, **({"range": Interval.parse(range)} if range else {}),
+                **({"choices": tuple(choices)} if choices is not None else {})}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def choices_of(item: Field) -> Optional[tuple]:
+    """The values a field was declared to take (None when any value of its type goes)."""
+    return item.metadata.get("choices")
 
 
 def interval_of(item: Field) -> Optional[Interval]:
@@ -64,29 +73,31 @@ def interval_of(item: Field) -> Optional[Interval]:
     return item.metadata.get("range")
 
 
-def range_errors(node, prefix: str = "") -> Iterator[Tuple[str, Any, str]]:
-    """(key, value, rule) for every value of dataclass instance ``node`` (nested ones included)
-    outside its declared interval; None values (an unset optional) are not checked."""
+def declaration_errors(node, prefix: str = "") -> Iterator[str]:
+    """One-line messages for every value of dataclass instance ``node`` (nested ones included)
+    outside its declared interval or choices; None values (an unset optional) are not checked."""
     for item in fields(node):
         key, value = f"{prefix}{item.name}", getattr(node, item.name)
         if is_dataclass(value):
-            yield from range_errors(value, f"{key}.")
+            yield from declaration_errors(value, f"{key}.")
             continue
-        interval = interval_of(item)
-        if interval is None or value is None:
+        if value is None:
             continue
         elements = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig" else [value]
-        if not all(interval.holds(element) for element in elements):
-            yield key, plain(value), interval.rule()
+        interval, allowed = interval_of(item), choices_of(item)
+        if interval is not None and not all(interval.holds(element) for element in elements):
+            yield f"{key}={plain(value)!r} is out of range: {interval.rule()}"
+        if allowed is not None and not all(element in allowed for element in elements):
+            yield f"{key}={plain(value)!r} is not a known choice; use one of: {', '.join(map(str, allowed))}"
 
 
-def check_ranges(node, prefix: str = "") -> None:
-    """FedcaError ``key=value is out of range: rule`` for the first value of ``node`` outside its
-    declared interval (``prefix``: the node's dotted place in the run config, e.g. ``agg.``)."""
-    from fedca.config.rules import require
+def check_declared(node, prefix: str = "") -> None:
+    """FedcaError (one line) for the first value of ``node`` outside its declared range or choices
+    (``prefix``: the node's dotted place in the run config, e.g. ``agg.``)."""
+    from fedca.errors import FedcaError
 
-    for key, value, rule in range_errors(node, prefix):
-        require(False, key, value, rule)
+    for message in declaration_errors(node, prefix):
+        raise FedcaError(message)
 
 
 def doc_of(item: Field) -> str:

@@ -1,7 +1,7 @@
 """Range and choice checks on a composed RunConfig; each failure names the key.
 
 A declared field's range is its declaration's (``fedca.config.fields``: ``declared(...,
-range="(0, 1]")``), checked for the whole tree by ``check_ranges``; what is written here are
+range="(0, 1]")``), checked for the whole tree by ``check_declared``; what is written here are
 the top-level fields and the rules that tie several fields together.
 
 Runs before any work starts (no data is read, no output is written). The rules of an
@@ -19,16 +19,12 @@ from fedca.config.paths import conf_dir
 from fedca.federation.local_train import (KERNELS, OPTIMIZERS, RULES, item_learning_rate, numba_scope_error,
                                          optimizers_taking)
 from fedca.federation.warm_start import TRANSFERS
-from fedca.config.fields import check_ranges
-from fedca.config.rules import at_least, choice, ratio, require
+from fedca.config.fields import check_declared
+from fedca.config.rules import choice, require
 from fedca.errors import FedcaError
-from fedca.metrics.ranking import TIE_POLICIES
 from fedca.models.backbones import BACKBONES
 from fedca.schedules.registry import schedule_classes
 
-TIME_RULES = ("column", "date_columns", "item_first_appearance", "file_order")
-DUPLICATE_POLICIES = ("keep_all", "keep_first", "keep_last")
-TRACKERS = ("none", "mlflow")
 
 
 def _check_number(key: str, value) -> None:
@@ -53,24 +49,8 @@ def _sane_numbers(node, prefix: str = "") -> None:
             _check_number(key, value)
 
 
-def _validate_top(cfg: RunConfig) -> None:
-    at_least("rounds", cfg.rounds, 1)
-    at_least("local_epochs", cfg.local_epochs, 1)
-    at_least("batch_size", cfg.batch_size, 1)
-    at_least("eval_every", cfg.eval_every, 1)
-    require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
-    ratio("clients_sample_ratio", cfg.clients_sample_ratio)
-    choice("device", cfg.device, ("auto", "cpu", "cuda"))
-    require(cfg.checkpoint_every >= 0, "checkpoint_every", cfg.checkpoint_every,
-             "must be >= 0 (0: only at the end)")
-    require(0 <= cfg.threads <= 4096, "threads", cfg.threads,
-             "must be in [0, 4096] (0: all cores, shared among parallel jobs)")
-
-
 def _validate_dataset(cfg: RunConfig) -> None:
     data = cfg.dataset
-    choice("dataset.format", data.format, ("delimited",))
-    choice("dataset.time_rule", data.time_rule, TIME_RULES)
     require(data.sep != "", "dataset.sep", data.sep, "must not be empty")
     if data.time_rule == "column" and data.timestamp_col is None:
         raise FedcaError("dataset.time_rule='column' needs dataset.timestamp_col; "
@@ -83,8 +63,6 @@ def _validate_dataset(cfg: RunConfig) -> None:
 def _validate_model(cfg: RunConfig) -> None:
     model = cfg.model
     choice("model.name", model.name, BACKBONES)
-    choice("model.init", model.init, ("official", "small"))
-    choice("model.user_init", model.user_init, ("shared", "random"))
     choice("model.optimizer", model.optimizer, OPTIMIZERS)
     choice("kernel", cfg.kernel, KERNELS)
     scope_error = numba_scope_error(BACKBONES[model.name], model.optimizer, cfg.device)
@@ -136,33 +114,17 @@ def _validate_schedule(cfg: RunConfig) -> None:
 
 def _validate_protocol(cfg: RunConfig) -> None:
     proto = cfg.protocol
-    choice("protocol.duplicates", proto.duplicates, DUPLICATE_POLICIES)
-    choice("protocol.ties", proto.ties, TIE_POLICIES)
-    choice("protocol.select_by", proto.select_by, ("val", "test"))
-    choice("protocol.early_stop", proto.early_stop, ("official", "off"))
-    choice("protocol.eval_mode", proto.eval_mode, ("sampled", "full"))
     require(len(proto.ks) >= 1, "protocol.ks", list(proto.ks), "needs at least one K")
     require(proto.select_k in proto.ks, "protocol.select_k", proto.select_k,
             f"must be one of protocol.ks={list(proto.ks)}")
 
 
-def _validate_eval(cfg: RunConfig) -> None:
-    ev = cfg.eval
-    require(0.0 <= ev.holdout_clients < 1.0, "eval.holdout_clients", ev.holdout_clients, "must be in [0, 1)")
-    at_least("eval.adapt_steps", ev.adapt_steps, 0)
-
-
 def _validate_privacy(cfg: RunConfig) -> None:
-    privacy = cfg.privacy
-    if privacy.clip is not None:
-        require(privacy.clip > 0, "privacy.clip", privacy.clip, "must be > 0 (null: no clipping)")
-    require(privacy.noise_multiplier >= 0, "privacy.noise_multiplier", privacy.noise_multiplier, "must be >= 0")
-    if privacy.noise_multiplier > 0 and privacy.clip is None:
+    if cfg.privacy.noise_multiplier > 0 and cfg.privacy.clip is None:
         raise FedcaError("privacy.noise_multiplier > 0 needs privacy.clip: the noise std is noise_multiplier * clip")
 
 
 def _validate_init(cfg: RunConfig) -> None:
-    choice("init.checkpoint", cfg.init.checkpoint, ("final", "selected"))
     choice("init.transfer", cfg.init.transfer, TRANSFERS)
     if cfg.init.from_run is not None and not Path(cfg.init.from_run).is_dir():
         raise FedcaError(f"init.from_run={cfg.init.from_run!r} is not a run folder")
@@ -171,7 +133,6 @@ def _validate_init(cfg: RunConfig) -> None:
 def _validate_tracking(cfg: RunConfig) -> None:
     import importlib.util
 
-    choice("tracking.name", cfg.tracking.name, TRACKERS)
     if cfg.tracking.name == "mlflow" and importlib.util.find_spec("mlflow") is None:
         raise FedcaError('tracking=mlflow needs the mlflow extra: pip install "fedca[mlflow]"')
 
@@ -179,14 +140,12 @@ def _validate_tracking(cfg: RunConfig) -> None:
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every field's range and every cross-field rule; return the same object, unchanged."""
     _sane_numbers(cfg)
-    check_ranges(cfg)
-    _validate_top(cfg)
+    check_declared(cfg)
     _validate_dataset(cfg)
     _validate_model(cfg)
     _check_aggregator(cfg)
     _validate_schedule(cfg)
     _validate_protocol(cfg)
-    _validate_eval(cfg)
     _validate_privacy(cfg)
     _validate_init(cfg)
     _validate_tracking(cfg)

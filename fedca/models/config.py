@@ -6,7 +6,7 @@ from typing import List, Optional
 
 from omegaconf import MISSING
 
-from fedca.config.fields import check_ranges, declared
+from fedca.config.fields import check_declared, declared
 from fedca.config.rules import require
 
 
@@ -25,9 +25,9 @@ class ModelConfig:
     lr_structure: float = declared(1e-2, "learning rate of the MLP or score function", range="(0, inf)")
     weight_decay: float = declared(1e-3, "Adam L2 on the MLP", range="[0, inf)")
     init: str = declared("official", "official: N(0, 1) shared item table and user vector; small: "
-                                     "N(0, (0.01 / sqrt(d))^2)")
+                                     "N(0, (0.01 / sqrt(d))^2)", choices=("official", "small"))
     user_init: str = declared("shared", "shared: one u0 for every user, as the official code; random: one "
-                                        "draw per user")
+                                        "draw per user", choices=("shared", "random"))
     optimizer: str = declared("adam", "adam (the official FedCA local training), alternating_sgd (PFedRec) or "
                                       "sgd (GPFedRec: every block at once, each at its own rate)")
     item_lr_eta: float = declared(0.0, "> 0: the item learning rate rule above; 0: item lr = lr_embedding",
@@ -42,7 +42,7 @@ class ModelConfig:
         """FedcaError (one line naming the key) when a value is outside its declared range or
         breaks a rule only this backbone has; ``run`` is the whole RunConfig. Called before any
         work starts."""
-        check_ranges(self, "model.")
+        check_declared(self, "model.")
 
 
 @dataclass

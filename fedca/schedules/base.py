@@ -13,7 +13,7 @@ from typing import ClassVar, Dict, Optional
 
 from omegaconf import MISSING
 
-from fedca.config.fields import check_ranges, declared
+from fedca.config.fields import check_declared, declared
 from fedca.config.rules import require
 
 
@@ -27,7 +27,7 @@ class ScheduleConfig:
         """FedcaError (one line naming the key) when a knob is out of range or does not fit the
         aggregator's ``scheduled`` values; called before any work starts. The declared ranges
         are checked here; subclasses add their other rules."""
-        check_ranges(self, "schedule.")
+        check_declared(self, "schedule.")
 
 
 @dataclass
