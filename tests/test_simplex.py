@@ -19,6 +19,7 @@ def _fedca_style_vectors(rng: np.random.Generator, m: int) -> np.ndarray:
     return a * complementarity - b * similarity + p
 
 
+@pytest.mark.slow  # ~30 s of SLSQP solves
 def test_projection_matches_slsqp_qp_on_fedca_style_instances():
     rng = np.random.default_rng(20240603)
     worst = 0.0
