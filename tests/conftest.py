@@ -61,9 +61,9 @@ def fedca_cache(tmp_path, monkeypatch) -> Path:
 
 
 # The generated dataset of ``tiny_dataset``: users × items, each user with MIN..MAX interactions.
-# 160 items leave every user at least 99 unseen items, so the default protocols (99 eval
-# negatives) apply unchanged.
-TINY_USERS, TINY_ITEMS, TINY_MIN, TINY_MAX, TINY_GROUPS = 60, 160, 20, 40, 4
+# 300 items leave every user at least 260 unseen ones, so both protocols apply unchanged:
+# protocol=strict draws 99 val and 99 other test negatives and training negatives from the rest.
+TINY_USERS, TINY_ITEMS, TINY_MIN, TINY_MAX, TINY_GROUPS = 60, 300, 20, 40, 4
 
 
 def write_tiny_ratings(path: Path, seed: int = 0) -> Path:
@@ -91,13 +91,14 @@ def write_tiny_ratings(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join("%d,%d,%d,%d\n" % rows[i] for i in order))
     # the note fedca.data.synth writes beside its stand-ins: runs on this file record synthetic=true
-    Path(f"{path}.provenance.json").write_text(json.dumps({"synthetic": True, "seed": seed, "note": "tests/conftest.py"}))
+    note = {"synthetic": True, "seed": seed, "note": "tests/conftest.py write_tiny_ratings"}
+    Path(f"{path}.provenance.json").write_text(json.dumps(note))
     return path
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> list:
-    """Hydra overrides that point a run at a generated 60 users × 160 items ratings file (about
+    """Hydra overrides that point a run at a generated 60 users × 300 items ratings file (about
     1,800 interactions with timestamps): no real data needed. Pair it with ``fedca_cache`` (or
     ``tiny_data_env`` for module-scoped fixtures) so the processed-data cache stays private."""
     folder = tmp_path_factory.mktemp("tiny-data")

@@ -1,4 +1,5 @@
-"""Batched evaluation against per-user loops on real ML-100K: sampled and full ranking, client subsets."""
+"""Batched evaluation against per-user loops on the generated tiny dataset (tests/conftest.py): sampled
+and full ranking, client subsets."""
 
 import math
 
@@ -17,15 +18,15 @@ NCF_LAYERS = [16, 8, 1]
 
 
 @pytest.fixture(scope="module")
-def slice_40(real_data_env):
-    cfg = compose_run_config(["dataset=ml100k"])
+def slice_40(tiny_data_env):
+    cfg = compose_run_config(tiny_data_env)
     return load_fed_data(cfg.dataset, cfg.protocol, seed=0).subset_users(40)
 
 
 @pytest.fixture(scope="module")
-def strict_40(real_data_env):
+def strict_40(tiny_data_env):
     """Separate val and test negatives, so a mix-up of the two shows."""
-    cfg = compose_run_config(["dataset=ml100k", "protocol=strict"])
+    cfg = compose_run_config([*tiny_data_env, "protocol=strict"])
     return load_fed_data(cfg.dataset, cfg.protocol, seed=0).subset_users(40)
 
 

@@ -135,8 +135,8 @@ def test_pfedrec_server_averages_item_tables_without_weights_and_defers_the_down
 
 
 @pytest.fixture(scope="module")
-def slice_20(real_data_env):
-    cfg = compose_run_config(["dataset=ml100k"])
+def slice_20(tiny_data_env):
+    cfg = compose_run_config(tiny_data_env)
     return load_fed_data(cfg.dataset, cfg.protocol, seed=0).subset_users(20)
 
 

@@ -1,5 +1,6 @@
-"""Unseen clients: held out of every training round on the real ML-100K split, evaluated as
-new devices without touching the federation, and reported as split=unseen_test."""
+"""Unseen clients: held out of every training round (on the generated tiny dataset of
+tests/conftest.py), evaluated as new devices without touching the federation, and reported as
+split=unseen_test."""
 
 import copy
 
@@ -20,8 +21,8 @@ from fedca.seeding import generator
 
 
 @pytest.fixture(scope="module")
-def ml100k(real_data_env):
-    cfg = compose_run_config(["dataset=ml100k"])
+def tiny(tiny_data_env):
+    cfg = compose_run_config(tiny_data_env)
     return load_fed_data(cfg.dataset, cfg.protocol, seed=0)
 
 
@@ -37,17 +38,17 @@ def _simulation(data, overrides):
 
 @pytest.mark.parametrize("overrides", [["agg=fedavg", "clients_sample_ratio=0.5"], ["agg=fedfast"],
                                        ["agg=perfedrec", "clients_sample_ratio=0.3"], ["agg=composite"]])
-def test_held_out_clients_are_never_participants(ml100k, overrides):
-    simulation = _simulation(ml100k, overrides)
+def test_held_out_clients_are_never_participants(tiny, overrides):
+    simulation = _simulation(tiny, overrides)
     held_out = simulation.unseen.clients
-    assert held_out.numel() == int(ml100k.num_users * 0.2)
+    assert held_out.numel() == int(tiny.num_users * 0.2)
     for _ in range(2):
         simulation.run_round()
         assert not bool(torch.isin(simulation._participants(), held_out).any())
 
 
-def test_held_out_rows_are_never_trained_and_unseen_evaluation_leaves_no_trace(ml100k):
-    simulation = _simulation(ml100k, ["agg=local"])
+def test_held_out_rows_are_never_trained_and_unseen_evaluation_leaves_no_trace(tiny):
+    simulation = _simulation(tiny, ["agg=local"])
     start = copy.deepcopy(simulation.population)
     record = simulation.run_round()
     record = simulation.run_round()
@@ -59,8 +60,8 @@ def test_held_out_rows_are_never_trained_and_unseen_evaluation_leaves_no_trace(m
     assert set(record) >= {"val", "test", "unseen_test"}
 
 
-def test_unseen_metrics_reach_rounds_summary_and_report(real_data_env, tmp_path):
-    cfg = compose_run_config(["agg=fedavg", "rounds=2", "local_epochs=1", "progress=false",
+def test_unseen_metrics_reach_rounds_summary_and_report(tiny_data_env, tmp_path):
+    cfg = compose_run_config([*tiny_data_env, "agg=fedavg", "rounds=2", "local_epochs=1", "progress=false",
                               "eval.holdout_clients=0.1", "eval.adapt_steps=2"])
     summary = run(cfg, tmp_path / "run")
     rows = pd.read_csv(tmp_path / "run" / "rounds.csv")
@@ -72,15 +73,15 @@ def test_unseen_metrics_reach_rounds_summary_and_report(real_data_env, tmp_path)
 
 
 @pytest.mark.parametrize("agg", ["fedfast", "perfedrec", "pfedgraph"])
-def test_state_dict_round_trip_continues_exactly_with_holdout_and_privacy(ml100k, tmp_path, agg):
+def test_state_dict_round_trip_continues_exactly_with_holdout_and_privacy(tiny, tmp_path, agg):
     overrides = [f"agg={agg}", "privacy.clip=2", "privacy.noise_multiplier=0.5", "eval.unseen_every_eval=true",
                  "rounds=3"]
-    straight = _simulation(ml100k, overrides)
+    straight = _simulation(tiny, overrides)
     expected = [straight.run_round() for _ in range(3)]
-    first = _simulation(ml100k, overrides)
+    first = _simulation(tiny, overrides)
     first.run_round()
     torch.save(first.state_dict(), tmp_path / "state.pt")
-    resumed = _simulation(ml100k, overrides)
+    resumed = _simulation(tiny, overrides)
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
     continued = [resumed.run_round() for _ in range(2)]
     for want, got in zip(expected[1:], continued):
