@@ -51,6 +51,7 @@ def test_noise_without_clip_is_refused():
 
 
 def _test_rows(tmp_path, name, overrides):
+    """rounds.csv metrics of a short run; the run tests pass the generated tiny dataset (tests/conftest.py)."""
     cfg = compose_run_config(["rounds=2", "local_epochs=2", "progress=false", *overrides])
     run(cfg, tmp_path / name)
     rows = pd.read_csv(tmp_path / name / "rounds.csv")
@@ -58,15 +59,17 @@ def _test_rows(tmp_path, name, overrides):
 
 
 @pytest.mark.parametrize("agg", ["fedavg", "composite"])
-def test_noise_zero_is_bit_identical_to_no_privacy_config(real_data_env, tmp_path, agg):
-    plain = _test_rows(tmp_path, "plain", [f"agg={agg}"])
-    zero = _test_rows(tmp_path, "zero", [f"agg={agg}", "privacy.noise_multiplier=0"])
+def test_noise_zero_is_bit_identical_to_no_privacy_config(tiny_data_env, tmp_path, agg):
+    plain = _test_rows(tmp_path, "plain", [*tiny_data_env, f"agg={agg}"])
+    zero = _test_rows(tmp_path, "zero", [*tiny_data_env, f"agg={agg}", "privacy.noise_multiplier=0"])
     pd.testing.assert_frame_equal(plain, zero, check_exact=True)
-    noisy = _test_rows(tmp_path, "noisy", [f"agg={agg}", "privacy.clip=1", "privacy.noise_multiplier=1"])
+    noisy = _test_rows(tmp_path, "noisy", [*tiny_data_env, f"agg={agg}", "privacy.clip=1",
+                                           "privacy.noise_multiplier=1"])
     assert not noisy.equals(plain)
 
 
-def test_a_clients_own_state_is_never_noised(real_data_env, tmp_path):
-    plain = _test_rows(tmp_path, "plain", ["agg=local"])
-    noisy = _test_rows(tmp_path, "noisy", ["agg=local", "privacy.clip=0.1", "privacy.noise_multiplier=5"])
+def test_a_clients_own_state_is_never_noised(tiny_data_env, tmp_path):
+    plain = _test_rows(tmp_path, "plain", [*tiny_data_env, "agg=local"])
+    noisy = _test_rows(tmp_path, "noisy", [*tiny_data_env, "agg=local", "privacy.clip=0.1",
+                                           "privacy.noise_multiplier=5"])
     pd.testing.assert_frame_equal(plain, noisy, check_exact=True)
