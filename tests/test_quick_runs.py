@@ -46,6 +46,17 @@ def test_every_method_preset_runs_two_rounds_on_the_tiny_dataset(tiny_dataset, f
     assert (summary["dataset"], summary["num_users"], summary["synthetic"]) == ("csv", TINY_USERS, True)
 
 
+def test_the_strict_protocol_selects_by_validation_on_the_tiny_dataset(tiny_dataset, fedca_cache, tmp_path):
+    cfg = compose_run_config([*tiny_dataset, "agg=fedavg", "protocol=strict", "rounds=3", "local_epochs=1",
+                              "progress=false"])
+    summary = run(cfg, tmp_path)
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    val = rounds[rounds["split"] == "val"].set_index("round")["hr@10"]
+    assert summary["selected"]["round"] == max(r for r in val.index if val[r] == val.max())
+    assert (rounds["protocol_name"] == "strict").all()
+    assert summary["protocol"]["train_negatives_exclude_eval"] is True
+
+
 def test_fedca_run_sweeps_aggregators_on_the_tiny_dataset_and_report_tables_them(tiny_dataset, tmp_path):
     """The console script as a user types it: a multirun over composite, FedAvg and two clustering
     aggregators (PerFedRec, FedFast), then ``fedca report`` on the sweep folder."""
