@@ -1,5 +1,5 @@
 """Shared fixtures: real data through FEDCA_DATA_DIR, a private cache per test session, and the
-``slow`` marker given to every test that needs the real data.
+``slow`` marker given to every test that needs the real data (and to every ``heavy`` one).
 
 The quick tier, ``pytest -m "not slow"``, needs no data folder: a test that asks for ``data_dir``
 or ``real_data_env`` (directly or through another fixture) is marked ``slow`` here, at collection.
@@ -21,11 +21,14 @@ if os.environ.get("FEDCA_DATA_DIR"):
 REAL_DATA_FIXTURES = ("data_dir", "real_data_env")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config, items):
-    """Mark ``slow`` every test that reads the real data: its fixture closure (``fixturenames``)
-    holds one of REAL_DATA_FIXTURES."""
+    """Mark ``slow`` every test that reads the real data (its fixture closure, ``fixturenames``,
+    holds one of REAL_DATA_FIXTURES) and every ``heavy`` one, so that ``-m "not slow"``, which
+    replaces the default ``-m "not heavy"``, still leaves the heavy tier out."""
     for item in items:
-        if any(name in getattr(item, "fixturenames", ()) for name in REAL_DATA_FIXTURES):
+        if (any(name in getattr(item, "fixturenames", ()) for name in REAL_DATA_FIXTURES)
+                or item.get_closest_marker("heavy")):
             item.add_marker(pytest.mark.slow)
 
 
