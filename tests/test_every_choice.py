@@ -40,10 +40,15 @@ def _choices():
             yield pytest.param(group, path.stem, id=f"{group}={path.stem}")
 
 
-def _compose(overrides, hydra_config=False):
+def _compose(overrides):
+    """(the group choices Hydra recorded, the composed config without its hydra node)."""
     register_configs()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=hydra_config)
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    OmegaConf.set_struct(cfg, False)
+    cfg.pop("hydra")
+    return choices, cfg
 
 
 @pytest.mark.parametrize("group,choice", list(_choices()))
@@ -56,8 +61,9 @@ def test_every_choice_composes_and_validates_without_data(group, choice, monkeyp
     prefix = "+" if group in PRESETS else ""
     overrides = [*GROUP_COMPANIONS.get(group, []), *CHOICE_COMPANIONS.get((group, choice), []),
                  f"{prefix}{group}={choice}"]
-    assert _compose(overrides, hydra_config=True).hydra.runtime.choices[group] == choice
-    run_cfg = OmegaConf.to_object(_compose(overrides))
+    choices, cfg = _compose(overrides)
+    assert choices[group] == choice
+    run_cfg = OmegaConf.to_object(cfg)
     if (group, choice) == ("tracking", "mlflow") and importlib.util.find_spec("mlflow") is None:
         with pytest.raises(FedcaError, match="mlflow extra"):
             validate(run_cfg)
