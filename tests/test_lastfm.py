@@ -67,3 +67,13 @@ def test_the_protocol_filter_applies_when_the_dataset_filter_is_unset(real_data_
     kept = tags[tags.groupby("userID")["artistID"].transform("size") >= 10]
     assert (data.num_users, data.num_items, data.num_interactions) \
         == (kept["userID"].nunique(), kept["artistID"].nunique(), len(kept))
+
+
+def test_a_two_round_run_records_the_dataset_filter_as_the_protocol_in_force(real_data_env, fedca_cache, tmp_path):
+    from fedca.run import run
+
+    summary = run(compose_run_config(["dataset=lastfm2k", "agg=fedavg", "rounds=2", "local_epochs=1",
+                                      "progress=false"]), tmp_path)
+    assert (summary["num_users"], summary["num_items"]) == PUBLISHED[:2]
+    assert summary["protocol"]["min_interactions"] == 5
+    assert summary["selected"]["round"] in (1, 2) and 0 <= summary["selected"]["test"]["hr@10"] <= 1
