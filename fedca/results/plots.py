@@ -11,7 +11,7 @@ import pandas as pd
 
 from fedca.errors import FedcaError
 from fedca.results.atomic import write_atomically
-from fedca.results.report import group_columns, require_group_column
+from fedca.results.columns import group_columns, require_group_column
 
 
 def _figure(width: float = 6.4):

@@ -27,16 +27,15 @@ import yaml
 from fedca.config.protocol import differing_fields, protocol_hash, recorded_values
 from fedca.errors import FedcaError
 from fedca.results.atomic import write_text
+from fedca.results.columns import METRIC_PATTERN, group_columns, metric_columns, require_group_column
 from fedca.results.run_folder import USER_METRICS
 from fedca.results.significance import compare_to_baseline
 
 GROUP_CHOICES = ("dataset", "model", "agg", "protocol")
 PLAIN_COLUMNS = ("run_dir", "dataset", "model", "agg", "seed", "protocol", "protocol_hash")
-COUNT_COLUMNS = ("n_seeds", "n_runs")
 METRIC_BLOCKS = (("val", "selected", "val"), ("test", "selected", "test"),
                  ("best_test", "best_test", "test"), ("final_test", "final", "test"),
                  ("unseen_test", "final", "unseen_test"))
-METRIC_PATTERN = re.compile(r"^(val|test|best_test|final_test|unseen_test)_(\w+)@(\d+)$")
 RUN_MARKERS = ("config.yaml", "status.json", ".hydra")
 EXECUTION_ONLY_KEYS = ("progress", "threads", "resume", "skip_done", "checkpoint_every", "device", "tracking")
 INCOMPLETE_COLUMNS = ["run_dir", "status", "error"]
@@ -231,23 +230,9 @@ def _ordered_metrics(columns: Iterable[str]) -> list[str]:
     return sorted((c for c in columns if METRIC_PATTERN.match(c)), key=key)
 
 
-def metric_columns(frame: pd.DataFrame) -> list[str]:
-    """The numeric result columns of a per-run table (everything averaged over seeds)."""
-    return [c for c in frame.columns if c in ("selected_round", "round_seconds", "wall_seconds")
-            or METRIC_PATTERN.match(c)]
 
 
-def group_columns(table: pd.DataFrame) -> list[str]:
-    """The descriptive columns of a per-run or grouped table, without run_dir and seed."""
-    stats = set(metric_columns(table)) | set(COUNT_COLUMNS) | {"run_dir", "seed"}
-    return [c for c in table.columns if c not in stats and not c.endswith(("_mean", "_std"))]
 
-
-def require_group_column(table: pd.DataFrame, column: str) -> None:
-    """FedcaError unless ``column`` is one of the table's descriptive (swept) columns."""
-    groups = group_columns(table)
-    if column not in groups:
-        raise FedcaError(f"no swept parameter {column!r} in the runs; swept columns: {', '.join(groups)}")
 
 
 def protocols_of(complete: pd.DataFrame) -> dict[str, dict]:
