@@ -6,13 +6,13 @@ import pytest
 
 from fedca.config.compose import compose_run_config
 from fedca.errors import FedcaError
-from fedca.schedules.adaptive import AdaptiveSchedule
-from fedca.schedules.base import RampSchedule, Schedule, ramp
+from fedca.schedules.adaptive import AdaptiveSchedule, AdaptiveScheduleConfig
+from fedca.schedules.base import RampSchedule, RampScheduleConfig, Schedule, ramp
 from fedca.schedules.constant import ConstantSchedule
 from fedca.schedules.cosine import CosineSchedule
 from fedca.schedules.linear import LinearSchedule
 from fedca.schedules.registry import build_schedule
-from fedca.schedules.step import StepSchedule
+from fedca.schedules.step import StepSchedule, StepScheduleConfig
 
 START = {"w_sim": 0.2, "w_comp": 0.6, "interpolation": 0.9}
 
@@ -146,3 +146,54 @@ def test_a_schedule_that_does_not_fit_stops_the_cli_before_any_file_is_written(t
     assert main(["run", "agg=fedavg", "schedule=linear", f"hydra.run.dir={tmp_path / 'run'}"]) == 2
     assert "schedule=linear moves the values an aggregator schedules; agg=fedavg schedules none" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+# --- the schedule configs' own rules (fedca/schedules/*: XScheduleConfig.check), message by message
+
+WEIGHTS_ONLY = {"w_sim": 0.2, "w_comp": 0.6}  # an aggregator that schedules the weights but no interpolation
+
+
+def _refusal(config, scheduled) -> str:
+    with pytest.raises(FedcaError) as caught:
+        config.check(scheduled)
+    return str(caught.value)
+
+
+def test_progress_of_a_two_round_run_reaches_one_at_its_second_round():
+    assert Schedule(START, rounds=2).progress(1) == 1.0
+
+
+def test_a_ramp_end_for_a_value_the_aggregator_does_not_schedule_is_refused_naming_it():
+    RampScheduleConfig(name="linear", end_w_sim=0.1).check(WEIGHTS_ONLY)  # scheduled: fine
+    RampScheduleConfig(name="linear").check({})  # no end set: nothing to refuse
+    assert _refusal(RampScheduleConfig(name="linear", end_interpolation=0.5), WEIGHTS_ONLY) == (
+        "schedule.end_interpolation=0.5 is out of range: the aggregator schedules w_sim, w_comp, not "
+        "interpolation; leave it null")
+
+
+def test_a_ramp_end_outside_its_declared_range_is_refused_with_its_full_key():
+    assert _refusal(RampScheduleConfig(name="cosine", end_interpolation=2.0), START) == (
+        "schedule.end_interpolation=2.0 is out of range: must be in [0, 1]")
+    assert _refusal(RampScheduleConfig(name="cosine", end_w_comp=-1.0), START) == (
+        "schedule.end_w_comp=-1.0 is out of range: must be >= 0")
+
+
+def test_step_keys_must_be_scheduled_values():
+    StepScheduleConfig(name="step", keys=["w_sim", "w_comp"]).check(WEIGHTS_ONLY)
+    assert _refusal(StepScheduleConfig(name="step", keys=["interpolation"]), WEIGHTS_ONLY) == (
+        "schedule.keys='interpolation' is not a known choice; use one of: w_sim, w_comp")
+    assert _refusal(StepScheduleConfig(name="step", gamma=0.0), START) == (
+        "schedule.gamma=0.0 is out of range: must be > 0")
+
+
+def test_adaptive_needs_both_weights_and_an_ordered_clip_range():
+    AdaptiveScheduleConfig(name="adaptive").check(WEIGHTS_ONLY)  # exactly the two weights: fine
+    AdaptiveScheduleConfig(name="adaptive", min_weight=0.4, max_weight=0.4).check(START)  # equal bounds: fine
+    assert _refusal(AdaptiveScheduleConfig(name="adaptive"), {"interpolation": 0.9}) == (
+        "schedule='adaptive' is out of range: moves w_sim and w_comp; the aggregator schedules interpolation")
+    assert _refusal(AdaptiveScheduleConfig(name="adaptive"), {"w_sim": 0.2, "interpolation": 0.9}) == (
+        "schedule='adaptive' is out of range: moves w_sim and w_comp; the aggregator schedules w_sim, interpolation")
+    assert _refusal(AdaptiveScheduleConfig(name="adaptive", min_weight=0.5, max_weight=0.4), START) == (
+        "schedule.min_weight=0.5 is out of range: must be in [0, schedule.max_weight=0.4]")
+    assert _refusal(AdaptiveScheduleConfig(name="adaptive", rate=0.0), START) == (
+        "schedule.rate=0.0 is out of range: must be in (0, 1]")
