@@ -7,6 +7,10 @@ hands out, the start state, the defaults and the option errors.
 The transcription (``reference_round``) follows the doc step by step: Delta_i = theta_i - theta^0,
 d_ij = -cos(Delta_i, Delta_j) set to -1 below -0.9, a_i = Pi(p - d_i / (2 alpha)) with the
 sort-based simplex projection, blocks sum_j a_ij theta_j and anchors sum_j a_ij theta_j / ||theta_j||.
+
+The chunked, sparse step is also held to the dense formula (``dense_step``) in float64 and float32,
+for graphs from fully dense to one nonzero per row, chunks of 1, 4 and all rows, column tiles of 1, 6
+and all columns, and rows mixed by the sparse product, the dense one or the default split.
 """
 
 import math
@@ -15,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+import fedca.aggregators.pfedgraph as module
 from fedca.aggregators.base import RoundContext, Uploads
 from fedca.aggregators.pfedgraph import PFedGraph, collaboration_graph
 from fedca.federation.population import Population
@@ -201,3 +206,103 @@ def test_option_errors():
     with pytest.raises(ValueError, match=r"reg_sign must be \+1 or -1"):
         PFedGraph(reg_sign=2)
     assert PFedGraph(reg_sign=1).reg_sign == 1 and PFedGraph(alpha=math.ulp(0.0)).alpha > 0
+
+
+# --- the chunked, sparse server step against the dense formula -------------------------------------------------
+
+SPARSE_CLIENTS = torch.tensor([12, 0, 5, 3, 9, 1, 7, 10, 2, 11, 6])  # 11 of 13 clients, not in index order
+SPARSE_SIZES = torch.tensor([4, 9, 1, 7, 3, 5, 8, 2, 6, 10, 5])
+U32 = 2.0 ** -24  # unit roundoff of float32
+
+
+def clustered_population(dtype, items=5, dim=3, mlp=4, seed=21):
+    """13 clients whose updates from theta^0 form two tight clusters (cosines >= 0.97 inside one)
+    and five loners in random directions: graphs from dense to one nonzero per row as alpha falls."""
+    gen = torch.Generator().manual_seed(seed)
+    width = items * dim + mlp
+    theta0 = torch.randn(width, generator=gen, dtype=torch.float64)
+    centres = torch.randn(2, width, generator=gen, dtype=torch.float64)
+    groups = [0, 1, 0, 2, 1, 0, 2, 0, 1, 2, 0, 1, 2]  # 0: a loner; 1, 2: a cluster
+    updates = torch.stack([torch.randn(width, generator=gen, dtype=torch.float64) if g == 0 else
+                           centres[g - 1] + 0.05 * torch.randn(width, generator=gen, dtype=torch.float64)
+                           for g in groups])
+    scales = torch.rand(13, 1, generator=gen, dtype=torch.float64) + 0.5
+    thetas = (theta0 + scales * updates).to(dtype)
+    pop = Population(user=torch.zeros(13, dim, dtype=dtype), items=thetas[:, :items * dim].reshape(13, items, dim).clone(),
+                     mlp=thetas[:, items * dim:].clone())
+    return pop, theta0[:items * dim].reshape(items, dim).to(dtype), theta0[items * dim:].to(dtype)
+
+
+def dense_step(thetas, theta0, p, alpha):
+    """The doc's equations with dense [n, n] matrices in float64: cosines of the updates, d = -cos
+    with -1 below -0.9, rows a_i = Pi(p - d_i / (2 alpha)), blocks A theta, anchors A (theta / ||theta||)."""
+    deltas = thetas - theta0
+    lengths = np.linalg.norm(deltas, axis=1)
+    cos = (deltas @ deltas.T) / np.outer(lengths, lengths)
+    d = np.where(-cos < -0.9, -1.0, -cos)
+    graph = np.stack([project(p - d[i] / (2 * alpha)) for i in range(len(thetas))])
+    return cos, graph, graph @ thetas, graph @ (thetas / np.linalg.norm(thetas, axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+# rows per chunk and columns per tile: one, an uneven split (of the 11 rows, the 15 + 4 columns), all at once
+@pytest.mark.parametrize("rows,columns", [(1, 1), (4, 6), (64, 64)])
+# rows mixed sparsely up to this share of nonzeros: the default, none (all dense), all (CSR throughout)
+@pytest.mark.parametrize("dense_share", [module.DENSE_SHARE, -1.0, 1.0])
+@pytest.mark.parametrize("alpha,nonzeros", [(1e3, "dense"), (2.0, "mixed"), (0.3, "clusters"), (1e-3, "clusters")])
+def test_chunked_sparse_step_equals_the_dense_formula(monkeypatch, dtype, rows, columns, dense_share, alpha,
+                                                      nonzeros):
+    monkeypatch.setattr(module, "chunk_rows", lambda row_bytes: rows)
+    monkeypatch.setattr(module, "tile_columns", lambda rows, element_size: columns)
+    monkeypatch.setattr(module, "DENSE_SHARE", dense_share)
+    pop, items0, mlp0 = clustered_population(dtype)
+    uploads = Uploads(pop, SPARSE_CLIENTS, SPARSE_SIZES, torch.zeros(0, dtype=torch.long),
+                      torch.zeros(0, dtype=torch.long))
+    agg = PFedGraph(alpha=alpha)
+    downloads, state = agg.aggregate(uploads, agg.start(items0, mlp0), context())
+
+    n = len(SPARSE_CLIENTS)
+    thetas = torch.cat([pop.items[SPARSE_CLIENTS].reshape(n, -1), pop.mlp[SPARSE_CLIENTS]], 1).double().numpy()
+    theta0 = torch.cat([items0.reshape(-1), mlp0]).double().numpy()
+    p = SPARSE_SIZES.numpy() / SPARSE_SIZES.sum().item()
+    cos, graph, blocks, anchors = dense_step(thetas, theta0, p, alpha)
+    counts = (graph > 0).sum(1)
+    if nonzeros == "dense":
+        assert (counts == n).all()
+    elif nonzeros == "mixed":
+        assert 1 < counts.min() and counts.max() < n
+    else:  # each loner keeps only itself, each cluster member spreads over its cluster
+        assert counts.min() == 1 and counts.max() > 1
+    off = ~np.eye(n, dtype=bool)
+    assert np.abs(cos[off] - 0.9).min() > 1e-3  # no cosine within rounding of the threshold's jump
+
+    got_blocks = torch.cat([downloads.items.reshape(n, -1), downloads.mlp], 1).double().numpy()
+    got_anchors = torch.cat([state["anchor_items"][SPARSE_CLIENTS].reshape(n, -1),
+                             state["anchor_mlp"][SPARSE_CLIENTS]], 1).double().numpy()
+    assert downloads.items.dtype == downloads.mlp.dtype == state["anchor_items"].dtype == dtype
+    assert not state["anchor_items"][[4, 8]].any() and not state["anchor_mlp"][[4, 8]].any()
+    assert downloads.stats["w_nonzero"] == pytest.approx(counts.mean(), rel=0, abs=1e-12)
+    units = np.abs(thetas) / np.linalg.norm(thetas, axis=1, keepdims=True)
+    if dtype == torch.float32:
+        # The graph from the float32 Gram matrix, as the step builds it (tables and MLPs as two parts).
+        # Worst case: the Gram sums F = 19 float32 products, so each cosine is off by <= 2 (F + 2) u
+        # and each v_ij by that / (2 alpha); the projection is non-expansive, so row a_i moves by at
+        # most sqrt(n) times that in l2, hence n times in l1.
+        tables, mlps = pop.items[SPARSE_CLIENTS].reshape(n, -1), pop.mlp[SPARSE_CLIENTS]
+        graph32 = module.graph_from_gram(module.update_gram([(tables, items0.reshape(-1)), (mlps, mlp0)]),
+                                         torch.from_numpy(p), alpha).numpy()
+        moved = np.abs(graph32 - graph)
+        assert (moved.sum(1) <= n * 2 * (thetas.shape[1] + 2) * U32 / (2 * alpha)).all()
+        assert ((graph32 > 0).sum(1) == counts).all()
+    for got, want, sizes in ((got_blocks, blocks, np.abs(thetas)), (got_anchors, anchors, units)):
+        terms = graph @ sizes  # sum_j a_ij |x_jk| >= |result_ik|
+        if dtype == torch.float64:
+            # float64 throughout: rounding is a few 1e-16 relative to these terms (Gram sums,
+            # projection, products); 1e-12 leaves ~1000x
+            assert (np.abs(got - want) <= 1e-12 * terms).all()
+        else:
+            # float32 (u = 2^-24): the products add k_i float32 terms with the weights cast to float32
+            # once, |err| <= (k_i + 2) u sum_j a_ij |x_jk|; the graph's own rounding adds
+            # sum_j |a32_ij - a_ij| |x_jk|
+            bound = (counts[:, None] + 2) * U32 * (graph32 @ sizes) + moved @ sizes
+            assert (np.abs(got - want) <= bound).all()
