@@ -15,11 +15,10 @@ similarity to the aggregate; +1: the official code's sign).
 
 The step works on chunks of rows: the Gram matrix of the updates block by block (``update_gram``),
 the graph row chunk by row chunk (``graph_from_gram``), and both products from the nonzeros of A
-(``mix``: one CSR pattern for blocks and anchors, column tile by column tile; rows with many
+(``mix``: one sparse pattern for blocks and anchors, column tile by column tile; rows with many
 nonzeros by a dense GEMM, chunk by chunk).
 """
 
-import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -36,7 +35,7 @@ SIMILARITIES = ("all", "mlp")
 # of rows of this size, never on all n at once.
 CHUNK_BYTES = 1 << 28
 # Bytes of one column tile of the tables [n, f] in the sparse products: small enough to stay in cache
-# while the nonzeros of all rows read it (a sparse product reads a whole row of the source per nonzero).
+# while the nonzeros of all rows read it (a sparse product reads a row of the source per nonzero).
 TILE_BYTES = 1 << 22
 # Rows of the graph with more nonzeros than this share of n are mixed by a dense GEMM instead (which,
 # per multiply-add, runs several times faster than the sparse product).
@@ -108,9 +107,10 @@ def mix(graph: torch.Tensor, norms: torch.Tensor, targets: torch.Tensor,
     sum_j a_ij x_j and anchors[targets[i]] = sum_j a_ij x_j / norms_j, the weights divided in
     float64 and cast to x's dtype.
 
-    Rows of A with at most ``DENSE_SHARE * n`` nonzeros: one CSR matrix [2n, n] of their nonzeros
-    (blocks' weights, then anchors', one pattern) times x, column tile by column tile. The other
-    rows: a dense [2c, n] mixing matrix per chunk of c rows times x."""
+    Rows of A with at most ``DENSE_SHARE * n`` nonzeros: their nonzeros in CSR layout, 2n rows
+    (blocks' weights, then anchors', one pattern), each row a weighted sum of rows of x
+    (``embedding_bag``), column tile by column tile. The other rows: a dense [2c, n] mixing matrix
+    per chunk of c rows times x."""
     n = graph.shape[0]
     outputs = [output for output in outputs if output[0].shape[1] > 0]
     nonzero = graph != 0  # [n, n]
@@ -118,21 +118,20 @@ def mix(graph: torch.Tensor, norms: torch.Tensor, targets: torch.Tensor,
     nonzero[dense] = False
     counts = nonzero.sum(1)
     if outputs and counts.any():
-        crow = torch.zeros(2 * n + 1, dtype=torch.int64, device=graph.device)
-        crow[1:] = counts.repeat(2).cumsum(0)
+        starts = torch.zeros(2 * n, dtype=torch.int64, device=graph.device)  # where each of the 2n rows starts
+        starts[1:] = counts.repeat(2).cumsum(0)[:-1]
         rows, col = nonzero.nonzero().unbind(1)  # row-major: the columns of row 0, then of row 1, ...
         values = graph[rows, col]
         values = torch.cat([values, values / norms[col]])
         col = col.repeat(2)
         del nonzero, rows
         for source, blocks, anchors in outputs:
-            with warnings.catch_warnings():  # torch marks sparse CSR as beta
-                warnings.simplefilter("ignore", UserWarning)
-                weights = torch.sparse_csr_tensor(crow, col, values.to(source), size=(2 * n, n))
+            weights = values.to(source)
             step = tile_columns(n, source.element_size())
             for start in range(0, source.shape[1], step):
                 columns = slice(start, start + step)
-                mixed = weights @ source[:, columns].contiguous()  # [2n, f]; dense rows come out 0
+                mixed = torch.nn.functional.embedding_bag(col, source[:, columns], starts, mode="sum",
+                                                          per_sample_weights=weights)  # [2n, f]; dense rows: 0
                 blocks[:, columns] = mixed[:n]
                 anchors[targets, columns] = mixed[n:]
     dense = dense.nonzero()[:, 0]
