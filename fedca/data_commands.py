@@ -66,7 +66,7 @@ def command(args: argparse.Namespace) -> int:
         return 0
     data = load_fed_data(cfg.dataset, cfg.protocol, cfg.seed, progress=sys.stderr.isatty())
     print(f"dataset      {cfg.dataset.name} (protocol {cfg.protocol.name}, "
-          f"min_interactions {protocol_in_force(cfg).min_interactions})")
+          f"min_interactions {protocol_in_force(cfg.dataset, cfg.protocol).min_interactions})")
     print(f"users        {data.num_users}")
     print(f"items        {data.num_items}")
     print(f"interactions {data.num_interactions}")

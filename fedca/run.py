@@ -22,7 +22,7 @@ from tqdm import tqdm
 import fedca
 from fedca.aggregators.registry import build_aggregator
 from fedca.config.moved import moved_into_place
-from fedca.config.protocol import protocol_hash, protocol_in_force, protocol_values
+from fedca.config.protocol import hashed_record
 from fedca.config.schema import RunConfig
 from fedca.config.validate import validate
 from fedca.data.fed_data import load_fed_data
@@ -70,10 +70,8 @@ def protocol_record(cfg: RunConfig, data_meta: dict, reveals, warm: dict | None 
     """Everything that changes the meaning of a number, for summary.json: every protocol field and
     their ``hash``, then what else a reader of the number needs (data checksum, initialisation,
     what the server sees, privacy, unseen clients, warm start)."""
-    values = protocol_values(protocol_in_force(cfg))
-    return {**values, "hash": protocol_hash(values), "dataset": cfg.dataset.name,
-            "file_sha256": data_meta.get("file_sha256"), "official_checksum_match": data_meta.get("official_checksum_match"),
-            "model_init": cfg.model.init, "user_init": cfg.model.user_init,
+    return {**hashed_record(cfg), "dataset": cfg.dataset.name, "file_sha256": data_meta.get("file_sha256"),
+            "official_checksum_match": data_meta.get("official_checksum_match"), "model_init": cfg.model.init, "user_init": cfg.model.user_init,
             "server_sees": list(reveals), "merge": "on receipt (the same state is evaluated and trained on)",
             "privacy": {**asdict(cfg.privacy), "noised": "the uploaded (V, Theta): clipped update + Gaussian noise; "
                                                           "sample counts and server_sees items are sent as they are"}
@@ -185,7 +183,8 @@ def _round_zero_metrics(rows: list) -> dict | None:
 
 
 def _selected_round(rows: list, cfg: RunConfig) -> int:
-    return select_rounds(_trained_rows(rows), cfg.protocol.select_by, f"hr@{cfg.protocol.select_k}")["selected"]["round"]
+    metric = f"hr@{cfg.protocol.select_k}"
+    return select_rounds(_trained_rows(rows), cfg.protocol.select_by, metric)["selected"]["round"]
 
 
 def run(cfg: RunConfig, out_dir: Path, tracker=None) -> dict:
@@ -235,10 +234,8 @@ def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
     backbone = build_backbone(cfg.model.name, list(cfg.model.mlp_layers), cfg.model.latent_dim)
     kernel = choose_kernel(simulation_settings(cfg).local, backbone, device)
     aggregator = build_aggregator(cfg.agg, cfg.model.mlp_layers)
-    values = protocol_values(protocol_in_force(cfg))
-    columns = {**values, "hash": protocol_hash(values)}
     run_id = checkpoint["run_id"] if checkpoint else uuid.uuid4().hex[:12]
-    folder = RunFolder(out_dir, run_id=run_id, protocol_columns=columns)
+    folder = RunFolder(out_dir, run_id=run_id, protocol_columns=hashed_record(cfg))
     folder.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     population = Population.initial(data.num_users, data.num_items, cfg.model.latent_dim, backbone,
                                     init=cfg.model.init, user_init=cfg.model.user_init,

@@ -112,3 +112,20 @@ def test_run_help_lists_the_chosen_components_keys_from_their_declarations(capsy
     assert "agg.w_sim" not in text  # composite's knobs only when agg=composite
     assert "  agg: " in text and "  +method: " in text
     assert not list(tmp_path.iterdir())  # help writes nothing
+
+
+@pytest.mark.parametrize("text, inside, outside, rule", [
+    ("[0, inf)", [0, 0.5, 1e300], [-1e-300, -1], "must be >= 0"),
+    ("(0, inf)", [1e-300, 5], [0, -1], "must be > 0"),
+    ("(0, 1]", [1e-9, 1], [0, 1.0000001], "must be in (0, 1]"),
+    ("[0, 1)", [0, 0.999], [1, -0.1], "must be in [0, 1)"),
+    ("[1, 64]", [1, 64], [0, 65], "must be in [1, 64]"),
+    ("(-inf, 5]", [-1e300, 5], [5.0001], "must be <= 5"),
+])
+def test_an_interval_holds_exactly_its_ends_and_states_itself(text, inside, outside, rule):
+    from fedca.config.fields import Interval
+
+    interval = Interval.parse(text)
+    assert all(interval.holds(value) for value in inside)
+    assert not any(interval.holds(value) for value in outside)
+    assert interval.rule() == rule

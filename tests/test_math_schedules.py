@@ -144,7 +144,8 @@ def test_a_schedule_that_does_not_fit_stops_the_cli_before_any_file_is_written(t
     from fedca.cli import main
 
     assert main(["run", "agg=fedavg", "schedule=linear", f"hydra.run.dir={tmp_path / 'run'}"]) == 2
-    assert "schedule=linear moves the values an aggregator schedules; agg=fedavg schedules none" in capsys.readouterr().err
+    assert ("schedule=linear moves the values an aggregator schedules; agg=fedavg schedules none"
+            in capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
 
 

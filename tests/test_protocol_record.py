@@ -60,7 +60,7 @@ def test_the_name_is_not_part_of_the_hash_and_the_hash_is_twelve_hex_digits():
 def test_a_datasets_own_user_filter_is_the_protocol_in_force_without_rewriting_the_config():
     cfg = compose_run_config(["dataset=lastfm2k"])
     assert cfg.dataset.min_interactions == 5 and cfg.protocol.min_interactions == 10  # the config as written
-    assert protocol_in_force(cfg).min_interactions == 5
+    assert protocol_in_force(cfg.dataset, cfg.protocol).min_interactions == 5
 
 
 @pytest.mark.parametrize("name", [n for n in PROTOCOL_FIELDS if n != "name"])

@@ -15,6 +15,7 @@ from conftest import TINY_ITEMS, TINY_MAX, TINY_MIN, TINY_USERS
 from fedca.config.compose import available, compose_run_config
 from fedca.data.fed_data import load_fed_data
 from fedca.run import run
+from run_checks import assert_complete_two_round_folder
 
 FEDCA = Path(sys.executable).with_name("fedca")
 SHORT = ["rounds=2", "local_epochs=1", "progress=false", "threads=1"]
@@ -38,11 +39,7 @@ def test_the_tiny_dataset_loads_and_holds_out_each_users_latest_interactions(tin
 def test_every_method_preset_runs_two_rounds_on_the_tiny_dataset(tiny_dataset, fedca_cache, tmp_path, method):
     cfg = compose_run_config([*tiny_dataset, f"+method={method}", *SHORT])
     summary = run(cfg, tmp_path)
-    rounds = pd.read_csv(tmp_path / "rounds.csv")
-    assert sorted(rounds["round"].unique()) == [1, 2]
-    assert set(rounds["split"]) == {"val", "test"}
-    assert rounds["hr@10"].between(0, 1).all() and rounds["ndcg@10"].le(rounds["hr@10"]).all()
-    assert json.loads((tmp_path / "status.json").read_text())["status"] == "complete"
+    assert_complete_two_round_folder(tmp_path)
     assert (summary["dataset"], summary["num_users"], summary["synthetic"]) == ("csv", TINY_USERS, True)
 
 

@@ -37,16 +37,20 @@ class CompositeAggConfig(AggConfig):
 
     w_sim: float = declared(0.3, "weight of model similarity (the code's beta)", range="[0, inf)")
     w_comp: float = declared(0.3, "weight of data complementarity (the code's alpha)", range="[0, inf)")
-    alpha: Optional[float] = declared(None, "the code's name for w_comp; when set, the w_comp the run uses", range="[0, inf)")
-    beta: Optional[float] = declared(None, "the code's name for w_sim; when set, the w_sim the run uses", range="[0, inf)")
+    alpha: Optional[float] = declared(None, "the code's name for w_comp; when set, the w_comp the run uses",
+                                      range="[0, inf)")
+    beta: Optional[float] = declared(None, "the code's name for w_sim; when set, the w_sim the run uses",
+                                     range="[0, inf)")
     comp_sign: int = declared(1, "+1: official (rewards aligned subspaces); -1: FedSaC-style", choices=(1, -1))
     comp_metric: str = declared("greedy_signed", "greedy_signed: the official greedy signed matching; svd: true "
                                                  "principal angles", choices=COMPLEMENTARITY_METRICS)
     pca_sign_rule: str = declared("scores", "scores: scikit-learn 1.0.2 (the reference environment); components: "
                                             "scikit-learn >= 1.5", choices=SIGN_RULES)
     k_principal: int = declared(4, "principal directions per client, at most latent_dim", range="[1, inf)")
-    agg_clients_ratio: float = declared(0.1, "share of this round's trained clients that are aggregated", range="(0, 1]")
-    interpolation: float = declared(0.9, "weight of the client's own table when it receives its aggregate", range="[0, 1]")
+    agg_clients_ratio: float = declared(0.1, "share of this round's trained clients that are aggregated",
+                                        range="(0, 1]")
+    interpolation: float = declared(0.9, "weight of the client's own table when it receives its aggregate",
+                                    range="[0, 1]")
 
     def check(self, run) -> None:
         super().check(run)

@@ -83,7 +83,8 @@ class GPFedRecAggConfig(AggConfig):
                              range="[1, 64]")
     reg: float = declared(1.0, "weight of the proximal term (mean squared difference to r_i); 0: off",
                          range="[0, inf)")
-    weighting: str = declared("uniform", "the global table: uniform, the code's plain mean of r; samples", choices=WEIGHTINGS)
+    weighting: str = declared("uniform", "the global table: uniform, the code's plain mean of r; samples",
+                              choices=WEIGHTINGS)
 
     def local_term(self):
         return ("proximal", "agg.reg") if self.reg > 0 else None

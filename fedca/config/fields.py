@@ -4,8 +4,8 @@
 generated tables and help), ``range`` (an interval such as ``"(0, 1]"`` or ``"[0, inf)"`` that
 every value, or every element of a list, must lie in), ``choices`` (the values it may take);
 both are checked by ``check_declared`` with the rest of the config and read by the fuzz test;
-and ``data``: whether the field shapes the processed
-dataset and therefore belongs in the dataset cache key. ``data`` defaults to True, so a field
+and ``data``: whether the field shapes the processed dataset and therefore belongs in the
+dataset cache key. ``data`` defaults to True, so a field
 nobody thought about makes the cache key stricter, never stale. Rules that involve other
 fields stay in the ``check`` beside the declaration.
 """
@@ -73,6 +73,10 @@ def interval_of(item: Field) -> Optional[Interval]:
     return item.metadata.get("range")
 
 
+def _is_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig"
+
+
 def declaration_errors(node, prefix: str = "") -> Iterator[str]:
     """One-line messages for every value of dataclass instance ``node`` (nested ones included)
     outside its declared interval or choices; None values (an unset optional) are not checked."""
@@ -83,7 +87,7 @@ def declaration_errors(node, prefix: str = "") -> Iterator[str]:
             continue
         if value is None:
             continue
-        elements = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig" else [value]
+        elements = list(value) if _is_list(value) else [value]
         interval, allowed = interval_of(item), choices_of(item)
         if interval is not None and not all(interval.holds(element) for element in elements):
             yield f"{key}={plain(value)!r} is out of range: {interval.rule()}"
@@ -111,9 +115,7 @@ def data_values(node) -> Dict[str, Any]:
 
 
 def plain(value: Any) -> Any:
-    """``value`` as JSON-ready Python: lists for list-like config nodes, enum members as their value."""
-    if hasattr(value, "value") and isinstance(value.value, str):
-        return value.value
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+    """``value`` as JSON-ready Python: lists for list-like config nodes."""
+    if _is_list(value):
         return [plain(element) for element in value]
     return value

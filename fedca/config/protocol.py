@@ -14,16 +14,23 @@ from dataclasses import MISSING, fields, replace
 from typing import Dict, List
 
 from fedca.config.fields import plain
-from fedca.config.schema import ProtocolConfig, RunConfig
+from fedca.config.schema import DatasetConfig, ProtocolConfig, RunConfig
 
 HASH_DIGITS = 12
 
 
-def protocol_in_force(cfg: RunConfig) -> ProtocolConfig:
-    """``cfg.protocol`` with the dataset's published user filter when it declares one."""
-    if cfg.dataset.min_interactions is None:
-        return cfg.protocol
-    return replace(cfg.protocol, min_interactions=cfg.dataset.min_interactions)
+def protocol_in_force(dataset: DatasetConfig, protocol: ProtocolConfig) -> ProtocolConfig:
+    """``protocol`` with ``dataset``'s published user filter when it declares one."""
+    if dataset.min_interactions is None:
+        return protocol
+    return replace(protocol, min_interactions=dataset.min_interactions)
+
+
+def hashed_record(cfg: RunConfig) -> Dict[str, object]:
+    """Every field of the run's protocol in force and their ``hash``: what rounds.csv rows and
+    summary.json record."""
+    values = protocol_values(protocol_in_force(cfg.dataset, cfg.protocol))
+    return {**values, "hash": protocol_hash(values)}
 
 
 def protocol_values(protocol: ProtocolConfig) -> Dict[str, object]:

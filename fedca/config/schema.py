@@ -96,9 +96,9 @@ class ProtocolConfig:
 @dataclass
 class EvalConfig:
     """Who is evaluated besides the federation (what is measured is the protocol's).
-    ``holdout_clients``: share of users kept out of all training and evaluated as new devices (``split=unseen_test``) after ``adapt_steps`` local
-    epochs of fine-tuning on their own training data; after the last round, or on every
-    evaluation round with ``unseen_every_eval``."""
+    ``holdout_clients``: share of users kept out of all training and evaluated as new devices
+    (``split=unseen_test``) after ``adapt_steps`` local epochs of fine-tuning on their own
+    training data; after the last round, or on every evaluation round with ``unseen_every_eval``."""
 
     holdout_clients: float = declared(0.0, "share of users kept out of training and evaluated as new devices",
                                       range="[0, 1)")

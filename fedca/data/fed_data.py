@@ -1,7 +1,8 @@
 """FedData: everything a run needs from a dataset, as tensors, cached per (file, protocol, seed).
 
 The cache is keyed by the raw file's sha256, the seed and every DatasetConfig and
-ProtocolConfig field declared to shape the data (``fedca.config.fields.data_values``); a stale or unreadable cache file is rebuilt, never trusted.
+ProtocolConfig field declared to shape the data (``fedca.config.fields.data_values``); a stale
+or unreadable cache file is rebuilt, never trusted.
 
 Raw ids (the mapping from dense index back to the file): an int64 tensor when the file's ids
 are integers, else the list of the file's string tokens (``raw_user_ids[u]`` is user u's id).
@@ -12,7 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from typing import List, Union
@@ -22,6 +23,7 @@ import torch
 
 from fedca.config.schema import DatasetConfig, ProtocolConfig
 from fedca.config.fields import data_values
+from fedca.config.protocol import protocol_in_force
 from fedca.data.download import sha256_of
 from fedca.data.negatives import pair_keys, sample_eval_negatives
 from fedca.data.readers import read_ratings
@@ -180,8 +182,7 @@ def load_fed_data(spec: DatasetConfig, protocol: ProtocolConfig, seed: int, *, u
     """Locate (and if allowed download) the file, then build or load the cached FedData.
 
     A dataset's own ``min_interactions`` (when set) replaces ``protocol.min_interactions``."""
-    if spec.min_interactions is not None:
-        protocol = replace(protocol, min_interactions=spec.min_interactions)
+    protocol = protocol_in_force(spec, protocol)
     path = ensure_file(spec, progress=progress)
     file_sha256 = sha256_of(path)
     meta = {"dataset": spec.name, "file": path.name, "file_sha256": file_sha256,

@@ -3,7 +3,8 @@
 ``start`` holds the agg config's scheduled values (``AggConfig.scheduled_values``; composite's
 ``w_sim``, ``w_comp`` and ``interpolation``), the values at round 0. Each schedule declares its
 knobs in its module: a config dataclass (``Schedule.config``, the schema of its
-``conf/schedule/`` file, with ``check``) and ``from_config``. Schedules are pure functions of the round, except ``adaptive``,
+``conf/schedule/`` file, with ``check``) and ``from_config``. Schedules are pure functions of
+the round, except ``adaptive``,
 which also reads the aggregation statistics of past rounds through ``observe`` and keeps a
 small state (``state_dict``) so that a resumed run continues identically.
 """
