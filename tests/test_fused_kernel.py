@@ -2,6 +2,10 @@
 
 import copy
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -125,3 +129,19 @@ def test_auto_takes_numba_for_fcf_with_adam_on_the_cpu_and_torch_otherwise(monke
 def test_the_run_records_the_kernel_it_used(real_data_env, tmp_path):
     cfg = compose_run_config(["dataset=filmtrust", "rounds=1", "local_epochs=1", "progress=false"])
     assert run(cfg, tmp_path)["kernel"] == "numba"
+
+
+def test_a_compiled_round_leaves_torchs_thread_count_as_it_was(tiny_dataset, fedca_cache, tmp_path):
+    # numba's OpenMP pool starts on the first compiled round and, unless fused.train_round puts it
+    # back, leaves torch at every core: later torch reductions then split differently (the
+    # resume-exactness tests caught this as last-bit changes of train_loss) and threads=1 is ignored.
+    script = (f"import torch; torch.set_num_threads(1)\n"
+              f"from fedca.config.compose import compose_run_config; from fedca.run import run\n"
+              f"run(compose_run_config({[*tiny_dataset, 'rounds=1', 'local_epochs=1', 'kernel=numba', 'progress=false']!r}),"
+              f" {str(tmp_path / 'run')!r})\n"
+              f"print(torch.get_num_threads())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["kernel"] == "numba"
+    assert done.stdout.split()[-1] == "1"

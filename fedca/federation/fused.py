@@ -397,7 +397,8 @@ def train_round(table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor, back
     per_instance = dim + 3 * int((layers[:, 0] * layers[:, 1]).sum())  # multiply-adds per instance
     cost = batches.num_batches * (batches.batch_size * per_instance + 3 * (rows * dim + mlp.shape[1]))  # [n]
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(threads)  # its first call starts numba's OpenMP pool, which resets torch's count
     group_offsets, group_clients = thread_groups(cost, threads)
     dtype = torch.empty(0, dtype=table.dtype).numpy().dtype
     hyper = np.array([BETA1, BETA2, EPS, 1 - BETA1, 1 - BETA2, 1.0, 1e-12, -100.0], dtype)  # in *_AT order
@@ -415,8 +416,11 @@ def train_round(table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor, back
                        pull.rest_dot.double().numpy(), pull.rest_sq.double().numpy())
     totals = Totals(np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.bool_))
     width = max(2 * dim, int(layers[:, :2].max(initial=0)))
-    _train_round(group_offsets, group_clients, params, plan, anchors, totals, int(rows.max()) if n else 0,
-                 int(batches.sizes.max()) if n else 0, width)
+    try:
+        _train_round(group_offsets, group_clients, params, plan, anchors, totals, int(rows.max()) if n else 0,
+                     int(batches.sizes.max()) if n else 0, width)
+    finally:
+        torch.set_num_threads(torch_threads)
     if totals.broken.any():
         raise NonFiniteScores(int(totals.broken.sum()))
     used = int(totals.epochs_run.max()) if n else 0
