@@ -213,3 +213,25 @@ def test_a_method_tuned_on_its_preset_reruns_exactly_the_trial(real_data_env, tm
         "agg.reg", "model.item_lr_eta", "agg.neighborhood_threshold"}
     results = pd.read_csv(tmp_path / "ledger" / "results.csv")
     assert sorted(results["seed"]) == [0, 1] and set(results["method"]) == {"gpfedrec"}
+
+
+def test_a_study_with_failed_trials_goes_on_with_those_that_completed_and_drops_checkpoints(real_data_env, tmp_path):
+    # With a one-layer MLP, FedPer's sampled personal_layers=2 is refused (a failed trial, as a
+    # trial diverging to a NaN loss is); personal_layers=1 completes.
+    methods = "methods={fedper: {tune: fedper, fixed: ['model.mlp_layers=[32,1]']}, fedavg: {tune: fedavg}}"
+    tiny = [*(item for item in TINY if not item.startswith(("methods=", "trials=", "protocols="))), methods, "trials=4",
+            "protocols={strict: [protocol=strict]}"]
+    done = subprocess.run([sys.executable, "-m", "fedca", "leaderboard", "+leaderboard=strict", *tiny,
+                           f"out={tmp_path / 'out'}", f"ledger={tmp_path / 'ledger'}"], capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "out" / "tune" / "filmtrust" / "fedper"
+    states = [trial.state for trial in optuna.load_study(study_name="fedca", storage=f"sqlite:///{folder / 'optuna.db'}").trials]
+    failed = states.count(optuna.trial.TrialState.FAIL)
+    assert len(states) == 4 and 0 < failed < 4  # the sampler drew both choices
+    assert f"search filmtrust/fedper: {failed} of 4 trials failed" in done.stdout
+    tuned = pd.read_csv(tmp_path / "ledger" / "tuned.csv").set_index("method")
+    assert tuned.loc["fedper", "trials"] == 4 - failed and "agg.personal_layers=1" in tuned.loc["fedper", "params"]
+    runs = list((tmp_path / "out").rglob("status.json"))
+    assert len(runs) == 4 + 4 + 2 * 2  # both studies' trials, both methods' two seeds
+    assert not list((tmp_path / "out").rglob("checkpoint.pt"))

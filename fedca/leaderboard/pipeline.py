@@ -17,7 +17,9 @@ record ``ledger``, see ``fedca.leaderboard.ledger``):
    ``fedca run -m ... seed=S1,S2,... resume=true skip_done=true`` per protocol into
    ``<out>/runs/<protocol>/<dataset>/<method>/`` (job ``n`` is the ``n``-th seed); once every
    seed is complete its rows and per-user metrics go to the ledger, and a protocol recorded
-   there is not rerun.
+   there is not rerun. A study's trials may fail (a diverging trial is a failed Optuna trial); a
+   cell goes on once all ``trials`` finished, as long as one of them completed. A run's checkpoint is deleted
+   once the ledger holds what the pipeline needs from it (the study's best, or the cell's runs).
 3. **table**: ``fedca.leaderboard.table`` renders the ledger, after every cell and at the end.
 
 Every child process gets PR_SET_PDEATHSIG (SIGTERM), so a killed pipeline does not leave a
@@ -46,6 +48,7 @@ from fedca.config.compose import compose_run_config
 from fedca.errors import FedcaError
 from fedca.leaderboard.config import LeaderboardConfig
 from fedca.leaderboard.ledger import PER_USER_METRIC, Ledger
+from fedca.results.checkpoint import CHECKPOINT
 from fedca.results.report import best_trial, collect, user_values
 from fedca.results.run_folder import read_status
 from fedca.run import RESUMABLE_DIFFERENCES
@@ -160,8 +163,33 @@ def _fedca(arguments: List[str], log: Path) -> int:
                               preexec_fn=_die_with_parent).returncode
 
 
+def _drop_checkpoints(folders) -> None:
+    """Delete the checkpoint of every complete run among ``folders``, once the ledger holds what
+    the pipeline needs from it (a checkpoint is the whole population, about 0.2 GB on ML-100K:
+    400 of them filled the disk); an incomplete run keeps its own to resume from."""
+    for folder in folders:
+        if _complete(folder):
+            (Path(folder) / CHECKPOINT).unlink(missing_ok=True)
+
+
 def _complete(folder: Path) -> bool:
     return read_status(folder) == "complete"
+
+
+def study_trials(cfg: LeaderboardConfig, cell: Cell) -> tuple:
+    """(finished, failed): how many trials of ``cell``'s study its Optuna storage records as
+    finished (complete, pruned or failed, e.g. diverged to a NaN loss) and how many of those failed;
+    (0, 0) before the study exists."""
+    import optuna  # the optuna extra, which a leaderboard needs, imported only when one runs
+
+    from fedca.optuna_sweeper import FINISHED
+
+    storage = tune_dir(cfg, cell) / "optuna.db"
+    if not storage.is_file():
+        return 0, 0
+    trials = optuna.load_study(study_name="fedca", storage=f"sqlite:///{storage}").trials
+    return (sum(trial.state in FINISHED for trial in trials),
+            sum(trial.state == optuna.trial.TrialState.FAIL for trial in trials))
 
 
 def search(cfg: LeaderboardConfig, ledger: Ledger, cell: Cell, say: Callable[[str], None]) -> dict:
@@ -172,11 +200,16 @@ def search(cfg: LeaderboardConfig, ledger: Ledger, cell: Cell, say: Callable[[st
     say(f"search {cell.dataset}/{cell.method}: {cfg.trials} trials")
     log = out_dir(cfg) / "logs" / f"search-{cell.dataset}-{cell.method}.log"
     code = _fedca(search_command(cfg, cell), log)
-    if code != 0:
-        raise FedcaError(f"search {cell.dataset}/{cell.method} stopped with exit code {code}; see {log}")
+    finished, failed = study_trials(cfg, cell)
+    if finished < cfg.trials:  # a study of finished trials exits 2 when some failed: those count as tried
+        raise FedcaError(f"search {cell.dataset}/{cell.method} stopped with exit code {code} after {finished} of "
+                         f"{cfg.trials} trials; see {log}")
+    if failed:
+        say(f"search {cell.dataset}/{cell.method}: {failed} of {finished} trials failed (see their status.json)")
     best = best_of_study(cfg, cell)
     check_rerun_is_the_trial(cfg, cell, best)
     ledger.record_best(cell.dataset, cell.method, best)
+    _drop_checkpoints(tune_dir(cfg, cell).glob("[0-9]*"))
     return best
 
 
@@ -210,6 +243,7 @@ def rerun(cfg: LeaderboardConfig, ledger: Ledger, cell: Cell, best: dict, protoc
         raise FedcaError(f"rerun {protocol}/{cell.dataset}/{cell.method}: the run folders in {folder} hold seeds "
                          f"{sorted(complete['seed'])}, not {sorted(cfg.seeds)}")
     ledger.record_runs(protocol, cell.dataset, cell.method, complete, _per_user_mean(jobs))
+    _drop_checkpoints(jobs)
 
 
 def work_cell(cfg: LeaderboardConfig, ledger: Ledger, cell: Cell, say: Callable[[str], None]) -> Optional[str]:
