@@ -29,6 +29,7 @@ from fedca.data.fed_data import load_fed_data
 from fedca.errors import FedcaError
 from fedca.federation.local_train import LocalSettings, choose_kernel
 from fedca.federation.population import Population
+from fedca.federation.store import choose_store
 from fedca.federation.privacy import PrivacySettings
 from fedca.federation.unseen import UnseenSettings
 from fedca.federation.simulate import Simulation, SimulationSettings
@@ -237,9 +238,12 @@ def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
     run_id = checkpoint["run_id"] if checkpoint else uuid.uuid4().hex[:12]
     folder = RunFolder(out_dir, run_id=run_id, protocol_columns=hashed_record(cfg))
     folder.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    store = choose_store(cfg.store, data.num_users, data.num_items, cfg.model.latent_dim, torch.float32,
+                         type(aggregator).one_table)
     population = Population.initial(data.num_users, data.num_items, cfg.model.latent_dim, backbone,
                                     init=cfg.model.init, user_init=cfg.model.user_init,
-                                    generator=generator(cfg.seed, "init"), device=device)
+                                    generator=generator(cfg.seed, "init"), device=device, store=store,
+                                    folder=Path(cfg.store.dir) if cfg.store.dir else out_dir)
     warm = _warm_start(cfg, population, data)
     simulation = Simulation(data, population, backbone, aggregator, build_schedule(cfg), simulation_settings(cfg),
                             cfg.seed, server_start=(warm.server_items, warm.server_mlp) if warm else None)
@@ -294,7 +298,7 @@ def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
     summary = {"run_id": run_id, "dataset": cfg.dataset.name, "model": cfg.model.name,
                "agg": cfg.agg.name, "seed": cfg.seed, "rounds": cfg.rounds, "select_metric": f"hr@{k}",
                **select_rounds(_trained_rows(folder.rows), cfg.protocol.select_by, f"hr@{k}"),
-               "wall_seconds": time.time() - started, "device": str(device), "kernel": kernel,
+               "wall_seconds": time.time() - started, "device": str(device), "kernel": kernel, "store": store,
                "num_users": data.num_users, "num_items": data.num_items,
                "synthetic": bool(data.meta.get("synthetic", False)),
                "protocol": protocol_record(cfg, data.meta, aggregator.reveals, warm.record if warm else None),

@@ -21,6 +21,11 @@ from fedca.run import simulation_settings
 from fedca.seeding import generator
 
 from qp_reference import slsqp_simplex_qp
+from fedca.federation.store import DenseStore
+
+def _participants(tables):
+    """(store, clients) for AnchorPull: participants 0..n-1 holding ``tables`` [n, I, d]."""
+    return DenseStore(tables), torch.arange(tables.shape[0])
 
 
 def _population(n=6, items=9, dim=4, mlp=5, seed=0):
@@ -96,7 +101,7 @@ def test_anchor_pull_gradient_equals_autograd_on_the_trained_rows():
     row_owner = torch.tensor([0, 0, 1, 1, 1, 2])
     row_items = torch.tensor([1, 4, 0, 2, 6, 3])
     table = full[row_owner, row_items].clone()
-    pull = AnchorPull(kappa, full, row_owner, row_items, table, mlp)
+    pull = AnchorPull(kappa, *_participants(full), row_owner, row_items, table, mlp)
     table = table + 0.1  # the rows moved during training
     table_grad, mlp_grad = torch.zeros_like(table), torch.zeros_like(mlp)
     active = torch.tensor([0, 2])  # client 1 stopped early

@@ -14,6 +14,11 @@ import torch
 
 from fedca.aggregators.base import Anchors
 from fedca.federation.pull import AnchorPull
+from fedca.federation.store import DenseStore
+
+def _participants(tables):
+    """(store, clients) for AnchorPull: participants 0..n-1 holding ``tables`` [n, I, d]."""
+    return DenseStore(tables), torch.arange(tables.shape[0])
 
 FULL_ITEMS = torch.tensor([[[2.0], [4.0]], [[0.0], [3.0]]], dtype=torch.float64)  # [n, I, d]
 MLP = torch.tensor([[4.0], [4.0]], dtype=torch.float64)  # [n, P]
@@ -34,7 +39,7 @@ MLP_GRADS = [5 / 72, 0.012]
 
 
 def pull():
-    return AnchorPull(KAPPA, FULL_ITEMS, ROW_OWNER, ROW_ITEMS, TABLE.clone(), MLP.clone())
+    return AnchorPull(KAPPA, *_participants(FULL_ITEMS), ROW_OWNER, ROW_ITEMS, TABLE.clone(), MLP.clone())
 
 
 def step(busy_clients=2, busy_rows=3, active=(0, 1)):
@@ -103,7 +108,7 @@ def test_the_last_clients_without_compact_rows_and_more_clients_than_items():
     kappa = Anchors(items=torch.tensor([[[1.0], [2.0]], [[2.0], [1.0]], [[3.0], [1.0]]], dtype=torch.float64),
                     mlp=torch.tensor([[0.5], [1.0], [1.0]], dtype=torch.float64), strength=0.5, sign=-1)
     table = torch.tensor([[2.0]], dtype=torch.float64)  # [R = 1, d = 1]
-    anchor_pull = AnchorPull(kappa, full_items, torch.tensor([0]), torch.tensor([0]), table.clone(), mlp.clone())
+    anchor_pull = AnchorPull(kappa, *_participants(full_items), torch.tensor([0]), torch.tensor([0]), table.clone(), mlp.clone())
     assert anchor_pull.row_offsets.tolist() == [0, 1, 1, 1]
     torch.testing.assert_close(anchor_pull.rest_dot, torch.tensor([8.0, 3.0, 5.0], dtype=torch.float64), rtol=0, atol=0)
     torch.testing.assert_close(anchor_pull.rest_sq, torch.tensor([16.0, 9.0, 5.0], dtype=torch.float64), rtol=0, atol=0)
@@ -118,7 +123,7 @@ def test_the_last_clients_without_compact_rows_and_more_clients_than_items():
 def test_float64_anchors_are_cast_to_a_float32_model():
     # the anchors keep the server's float64; the term runs in the model's float32
     to32 = {"dtype": torch.float32}
-    anchor_pull = AnchorPull(KAPPA, FULL_ITEMS.to(**to32), ROW_OWNER, ROW_ITEMS, TABLE.to(**to32), MLP.to(**to32))
+    anchor_pull = AnchorPull(KAPPA, *_participants(FULL_ITEMS.to(**to32)), ROW_OWNER, ROW_ITEMS, TABLE.to(**to32), MLP.to(**to32))
     assert anchor_pull.kappa_rows.dtype == torch.float32 and anchor_pull.kappa_mlp.dtype == torch.float32
     table_grad = torch.zeros(3, 1, **to32)
     mlp_grad = torch.zeros(2, 1, **to32)

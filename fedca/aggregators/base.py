@@ -51,7 +51,7 @@ class Uploads:
 
     @property
     def num_items(self) -> int:
-        return self._population.items.shape[1]
+        return self._population.store.num_items
 
     @property
     def num_clients(self) -> int:
@@ -62,7 +62,7 @@ class Uploads:
         """[m, I, d] uploaded item tables of the participants at ``positions`` [m]."""
         if self._shared is not None:
             return self._shared[0][positions]
-        return self._population.items[self.clients[positions]]
+        return self._population.store.tables(self.clients[positions])
 
     def mlp(self, positions: torch.Tensor) -> torch.Tensor:
         """[m, P] uploaded MLP parameters of the participants at ``positions`` [m]."""
@@ -74,10 +74,7 @@ class Uploads:
         """[I, d] = sum_i weights[i] * V_i over all participants (weights [n]), without copying tables."""
         if self._shared is not None:
             return torch.einsum("n,nid->id", weights.to(self._shared[0]), self._shared[0])  # [I, d]
-        full = torch.zeros(self._population.num_clients, dtype=self._population.items.dtype,
-                           device=self._population.items.device)
-        full[self.clients] = weights.to(full)
-        return torch.einsum("n,nid->id", full, self._population.items)  # [I, d]
+        return self._population.store.weighted_sum(self.clients, weights)  # [I, d]
 
     def weighted_mlp(self, weights: torch.Tensor) -> torch.Tensor:
         """[P] = sum_i weights[i] * Theta_i over all participants."""
@@ -207,12 +204,15 @@ class Aggregator:
     ``config``: the dataclass its ``conf/agg/`` files extend; ``from_config`` passes each of its
     fields that the constructor takes (and ``mlp_layers`` when it asks for them).
     ``averages_mlp``: whether the server mixes the clients' MLP blocks (a backbone that keeps a
-    personal score function there, PFedRec's, needs one that does not)."""
+    personal score function there, PFedRec's, needs one that does not).
+    ``one_table``: whether every round's download replaces every client's item table with one
+    global block, so all clients hold the server's table between rounds (``store=global``)."""
 
     name = "aggregator"
     reveals: Tuple[str, ...] = ()
     config: ClassVar[type] = AggConfig
     averages_mlp: ClassVar[bool] = True
+    one_table: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, agg_cfg: AggConfig, mlp_layers: Sequence[int] = ()) -> "Aggregator":

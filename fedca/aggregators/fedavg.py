@@ -12,6 +12,7 @@ class FedAvg(Aggregator):
     """Data-size weighted (or uniform) average of the participants' shared blocks."""
 
     name = "fedavg"
+    one_table = True
 
     def __init__(self, *, weighting: str = "samples"):
         if weighting not in ("samples", "uniform"):

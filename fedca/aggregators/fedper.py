@@ -43,6 +43,7 @@ class FedPer(Aggregator):
     """FedAvg on the base layers; personalization layers stay on the client."""
 
     name = "fedper"
+    one_table = True
     config = FedPerAggConfig
 
     def __init__(self, *, mlp_layers: List[int], personal_layers: int = 2, weighting: str = "samples"):

@@ -14,6 +14,7 @@ from omegaconf import MISSING
 from fedca.aggregators.base import AggConfig
 from fedca.aggregators.registry import aggregator_classes
 from fedca.config.fields import declared
+from fedca.federation.store import StoreConfig
 from fedca.metrics.ranking import TIE_POLICIES
 from fedca.models.backbones import BACKBONES
 from fedca.models.config import ModelConfig
@@ -153,6 +154,7 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     init: InitConfig = field(default_factory=InitConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     rounds: int = declared(100, "federated rounds", range="[1, inf)")
     local_epochs: int = declared(10, "local epochs per round (a backbone's model.local_epochs replaces it)",
                                  range="[1, inf)")

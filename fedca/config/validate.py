@@ -137,6 +137,17 @@ def _validate_tracking(cfg: RunConfig) -> None:
         raise FedcaError('tracking=mlflow needs the mlflow extra: pip install "fedca[mlflow]"')
 
 
+def _validate_store(cfg: RunConfig) -> None:
+    one_table = aggregator_classes()[cfg.agg.name].one_table
+    if cfg.store.name == "global" and not one_table:
+        holders = [name for name, aggregator in aggregator_classes().items() if aggregator.one_table]
+        raise FedcaError(f"store=global holds one table for every client, but agg={cfg.agg.name}'s clients keep "
+                         f"tables of their own: use store=dense, disk or half (global fits agg={' or agg='.join(holders)})")
+    if cfg.store.name == "disk" and cfg.device == "cuda":
+        raise FedcaError("store=disk keeps the tables in a memory-mapped file on the CPU; use store=dense or half "
+                         "with device=cuda")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every field's range and every cross-field rule; return the same object, unchanged."""
     _sane_numbers(cfg)
@@ -149,5 +160,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     _validate_privacy(cfg)
     _validate_init(cfg)
     _validate_tracking(cfg)
+    _validate_store(cfg)
     return cfg
 

@@ -22,7 +22,7 @@ def client_scores(population: Population, backbone: Backbone, clients: torch.Ten
                   experts: Sequence[Experts] = ()) -> torch.Tensor:
     """Sigmoid scores [U, C] of ``items`` [U, C] for ``clients`` [U] under each client's own state
     (averaged with the experts' scores when there are any)."""
-    vectors = population.items[clients.unsqueeze(1), items]  # [U, C, d]
+    vectors = population.store.rows(clients.unsqueeze(1), items)  # [U, C, d]
     user = population.user[clients]  # [U, d]
     scores = torch.sigmoid(backbone.score(user, vectors, population.mlp[clients]))  # [U, C]
     for expert in experts:
@@ -33,8 +33,8 @@ def client_scores(population: Population, backbone: Backbone, clients: torch.Ten
 
 
 def _sampled(population, backbone, data, split, ks, ties, chunks, experts):
-    targets = (data.val_items if split == "val" else data.test_items).to(population.items.device)
-    negatives = (data.val_negatives if split == "val" else data.test_negatives).to(population.items.device)
+    targets = (data.val_items if split == "val" else data.test_items).to(population.store.device)
+    negatives = (data.val_negatives if split == "val" else data.test_negatives).to(population.store.device)
     parts = []
     for clients in chunks:
         candidates = torch.cat([targets[clients].unsqueeze(1), negatives[clients]], dim=1)  # [U, 1 + C]
@@ -58,8 +58,8 @@ def interacted_mask(data: FedData, clients: torch.Tensor) -> torch.Tensor:
 
 
 def _full(population, backbone, data, split, ks, ties, chunks, experts):
-    targets = (data.val_items if split == "val" else data.test_items).to(population.items.device)
-    all_items = torch.arange(data.num_items, device=population.items.device)
+    targets = (data.val_items if split == "val" else data.test_items).to(population.store.device)
+    all_items = torch.arange(data.num_items, device=population.store.device)
     parts = []
     for clients in chunks:
         scores = client_scores(population, backbone, clients, all_items.expand(clients.numel(), -1), experts)  # [U, I]
@@ -80,7 +80,7 @@ def user_metrics(population: Population, backbone: Backbone, data: FedData, spli
     """
     everyone = torch.arange(data.num_users) if clients is None else clients.cpu()
     chunk = 4096 if mode == "sampled" else max(1, (1 << 22) // data.num_items)
-    chunks = [part.to(population.items.device) for part in torch.split(everyone, chunk)]
+    chunks = [part.to(population.store.device) for part in torch.split(everyone, chunk)]
     with torch.no_grad():
         if mode == "sampled":
             parts = _sampled(population, backbone, data, split, ks, ties, chunks, experts)

@@ -496,9 +496,10 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     term_error = _term_error(settings, anchors, proximal)
     if term_error:
         raise FedcaError(term_error)
-    device = population.items.device
+    store = population.store
+    device = store.device
     clients = batches.clients.to(device)
-    n, num_items = clients.numel(), population.items.shape[1]
+    n, num_items = clients.numel(), store.num_items
     owner = batches.owner
     keys = owner * num_items + batches.items
     row_keys, instance_rows, row_counts = torch.unique(keys, return_inverse=True, return_counts=True)
@@ -506,13 +507,12 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     row_offsets = torch.zeros(n + 1, dtype=torch.long)
     row_offsets[1:] = torch.cumsum(torch.bincount(row_owner, minlength=n), 0)
     row_items = (row_keys % num_items).to(device)
-    flat_rows = clients[row_owner.to(device)] * num_items + row_items  # [R] rows of the [N * I, d] view
-    item_rows = population.items.view(-1, population.items.shape[2])  # [N * I, d], writes reach the clients
+    row_clients = clients[row_owner.to(device)]  # [R] the population index of each compact row
 
-    table = item_rows.index_select(0, flat_rows)  # [R, d]
+    table = store.rows(row_clients, row_items)  # [R, d]
     user = population.user[clients].clone()  # [n, d]
     mlp = population.mlp[clients].clone()  # [n, P]
-    pull = None if anchors is None else AnchorPull(anchors, population.items[clients], row_owner, row_items, table, mlp)
+    pull = None if anchors is None else AnchorPull(anchors, store, clients, row_owner, row_items, table, mlp)
     proximal_rows = None if proximal is None else ProximalRows(proximal, row_owner, row_items, table, n)
     instance_rows = instance_rows.to(device)
     if choose_kernel(settings, backbone, device) == "numba":
@@ -528,7 +528,7 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     losses = loss_sum / seen.clamp(min=1)
     finite = torch.isfinite(losses) & _finite_rows(user).cpu() & _finite_rows(mlp).cpu()
     finite &= torch.bincount(row_owner[~_finite_rows(table).cpu()], minlength=n) == 0
-    item_rows.index_copy_(0, flat_rows, table)
+    store.write_rows(row_clients, row_items, table)
     population.user[clients] = user
     population.mlp[clients] = mlp
     return LocalResult(losses=losses, finite=finite, epochs=epochs_run, row_keys=row_keys,
@@ -542,11 +542,11 @@ def _decay_untouched_rows(population: Population, clients: torch.Tensor, proxima
                           proximal_rows: ProximalRows, item_lr: float) -> None:
     """Move every row of the participants' tables outside the compact table as the proximal term
     alone moved it over the round (the compact rows are written back afterwards)."""
+    store = population.store
     for first in range(0, clients.numel(), PROXIMAL_CHUNK):
         chunk = clients[first:first + PROXIMAL_CHUNK]
-        target = proximal.target[first:first + PROXIMAL_CHUNK].to(population.items)
-        decayed = proximal_rows.decay_untouched(population.items[chunk], target, item_lr)
-        population.items[chunk] = decayed
+        target = proximal.target[first:first + PROXIMAL_CHUNK].to(device=store.device, dtype=store.dtype)
+        store.write_tables(chunk, proximal_rows.decay_untouched(store.tables(chunk), target, item_lr))
 
 
 def _train_batched(table, user, mlp, batches: RoundBatches, backbone: Backbone, settings: LocalSettings,

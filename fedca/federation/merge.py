@@ -9,18 +9,16 @@ def apply_downloads(population: Population, downloads: Downloads) -> None:
     explicit ``user_delta``."""
     mu = downloads.keep_local
     columns = downloads.mlp_columns
+    store = population.store
     if downloads.kind == "global" and downloads.clients is None:
-        if mu:
-            population.items.mul_(mu).add_(downloads.items.unsqueeze(0), alpha=1 - mu)
-        else:
-            population.items.copy_(downloads.items.unsqueeze(0).expand_as(population.items))
+        store.blend_all(downloads.items, mu)
         if downloads.mlp is not None and columns is None:
             population.mlp.mul_(mu).add_(downloads.mlp.unsqueeze(0), alpha=1 - mu)
         elif downloads.mlp is not None:
             population.mlp[:, columns] = mu * population.mlp[:, columns] + (1 - mu) * downloads.mlp.unsqueeze(0)
     elif downloads.kind in ("global", "personal"):
         clients = downloads.clients
-        population.items[clients] = mu * population.items[clients] + (1 - mu) * downloads.items
+        store.write_tables(clients, mu * store.tables(clients) + (1 - mu) * downloads.items)
         if downloads.mlp is not None:
             own_mlp = population.mlp[clients] if columns is None else population.mlp[clients][:, columns]
             mixed = mu * own_mlp + (1 - mu) * downloads.mlp

@@ -11,6 +11,7 @@ import warnings
 import torch
 
 from fedca.aggregators.base import Anchors
+from fedca.federation.store import ItemStore
 
 
 class AnchorPull:
@@ -20,8 +21,9 @@ class AnchorPull:
     ``<kappa, theta>`` and ``||theta||^2`` from rows outside the compact table are constants
     [n] fixed at the start of the round."""
 
-    def __init__(self, anchors: Anchors, full_items: torch.Tensor, row_owner: torch.Tensor,
+    def __init__(self, anchors: Anchors, store: ItemStore, clients: torch.Tensor, row_owner: torch.Tensor,
                  row_items: torch.Tensor, table: torch.Tensor, mlp: torch.Tensor):
+        """``store`` holds the tables of the participants ``clients`` [n] before training."""
         self.scale = anchors.sign * anchors.strength
         self.row_owner = row_owner.to(table.device)  # [R]
         counts = torch.bincount(self.row_owner, minlength=mlp.shape[0])
@@ -30,9 +32,13 @@ class AnchorPull:
         self.row_ones = torch.ones(table.shape[0], dtype=table.dtype, device=table.device)  # [R]
         self.kappa_rows = anchors.items.to(table)[self.row_owner, row_items]  # [R, d]
         self.kappa_mlp = anchors.mlp.to(mlp)  # [n, P]
-        blocks = full_items.reshape(full_items.shape[0], -1)  # [n, I * d]
-        full_dot = torch.linalg.vecdot(anchors.items.to(table).reshape(blocks.shape), blocks)  # [n]
-        full_sq = torch.linalg.vecdot(blocks, blocks)  # [n]
+        full_dot = torch.zeros(clients.numel(), dtype=table.dtype, device=table.device)  # [n]
+        full_sq = torch.zeros_like(full_dot)  # [n]
+        for first in range(0, clients.numel(), store.chunk_size):
+            part = slice(first, first + store.chunk_size)
+            blocks = store.tables(clients[part]).flatten(1)  # [c, I * d]
+            full_dot[part] = torch.linalg.vecdot(anchors.items[part].to(table).reshape(blocks.shape), blocks)
+            full_sq[part] = torch.linalg.vecdot(blocks, blocks)
         row_dot, row_sq = self._row_sums(table, table.shape[0], mlp.shape[0])
         self.rest_dot, self.rest_sq = full_dot - row_dot, full_sq - row_sq
 

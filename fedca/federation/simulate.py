@@ -72,7 +72,7 @@ class Simulation:
         self.gens = {name: generator(seed, name) for name in GENERATORS}
         self.reveal_users = USER_VECTORS in aggregator.reveals
         users = population.user.clone() if self.reveal_users else None
-        items0, mlp0 = server_start or (population.items[0], population.mlp[0])
+        items0, mlp0 = server_start or (population.store.tables(torch.zeros(1, dtype=torch.long))[0], population.mlp[0])
         self.server_state: dict = aggregator.start(items0.clone(), mlp0.clone(), users)
         self.next_round = 0
         held_out = holdout_clients(data.num_users, settings.unseen.share, generator(seed, "holdout"))
@@ -103,7 +103,7 @@ class Simulation:
         anchors = self.aggregator.anchors(batches.clients, self.server_state)
         proximal = self.aggregator.proximal(batches.clients, self.server_state)
         if settings.privacy.active:
-            start_blocks = (self.population.items[batches.clients], self.population.mlp[batches.clients])
+            start_blocks = (self.population.store.tables(batches.clients), self.population.mlp[batches.clients])
         try:
             local = local_train(self.population, batches, self.backbone, settings.local, gens["shuffle"], anchors,
                                 proximal)
@@ -141,7 +141,7 @@ class Simulation:
         privatized copies made from ``start_blocks`` (items [n, I, d], mlp [n, P] before training)."""
         shared, stats = None, {}
         if start_blocks is not None:
-            *shared, stats = privatize(*start_blocks, self.population.items[batches.clients],
+            *shared, stats = privatize(*start_blocks, self.population.store.tables(batches.clients),
                                        self.population.mlp[batches.clients], self.settings.privacy,
                                        self.gens["privacy"])
         uploads = Uploads(self.population, batches.clients, batches.sizes, local.row_keys, local.row_counts,
@@ -187,7 +187,7 @@ class Simulation:
         """Plain data only (tensors, numbers, strings, lists, dicts), so a checkpoint loads with
         ``torch.load(weights_only=True)``: the cold-start ``Downloads`` is stored as its fields."""
         cold_start = {item.name: getattr(self.cold_start, item.name) for item in fields(Downloads)}
-        return {"next_round": self.next_round, "user": self.population.user, "items": self.population.items,
+        return {"next_round": self.next_round, "user": self.population.user, **self.population.store.state(),
                 "mlp": self.population.mlp, "server_state": self.server_state,
                 "schedule": self.schedule.state_dict(), "cold_start": cold_start,
                 "generators": {name: gen.get_state() for name, gen in self.gens.items()}}
@@ -196,8 +196,9 @@ class Simulation:
         """Continue from ``state_dict()``. A checkpoint from before the cold-start block or a
         generator existed leaves those at their fresh values: that code never used them."""
         self.next_round = int(state["next_round"])
-        for name in ("user", "items", "mlp"):
+        for name in ("user", "mlp"):
             getattr(self.population, name).copy_(state[name])
+        self.population.store.load_state(state)
         self.server_state = state["server_state"]
         self.schedule.load_state_dict(state["schedule"])
         if "cold_start" in state:

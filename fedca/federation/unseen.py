@@ -40,21 +40,32 @@ def holdout_clients(num_clients: int, share: float, generator: torch.Generator) 
     return torch.sort(torch.randperm(num_clients, generator=generator)[:count]).values
 
 
+def _blocks(population: Population, clients: torch.Tensor) -> tuple:
+    """Copies of the state of ``clients`` [h]: (user [h, d], items [h, I, d], mlp [h, P])."""
+    return population.user[clients].clone(), population.store.tables(clients), population.mlp[clients].clone()
+
+
+def _put_blocks(population: Population, clients: torch.Tensor, blocks: tuple) -> None:
+    user, items, mlp = blocks
+    population.user[clients] = user
+    population.store.write_tables(clients, items)
+    population.mlp[clients] = mlp
+
+
 class UnseenClients:
     """The held-out users with their template rows (user [h, d], items [h, I, d], mlp [h, P])."""
 
     def __init__(self, population: Population, clients: torch.Tensor):
         self.clients = clients
-        self.template = tuple(getattr(population, name)[clients].clone() for name in ("user", "items", "mlp"))
+        self.template = _blocks(population, clients)
 
     def evaluate(self, population: Population, backbone: Backbone, data: FedData, cold_start: Downloads,
                  settings, generator: torch.Generator) -> dict:
         """Test HR/NDCG of the held-out users after a cold start and ``settings.unseen.adapt_epochs``
         local passes (``settings``: the run's SimulationSettings)."""
         clients = self.clients
-        saved = tuple(getattr(population, name)[clients].clone() for name in ("user", "items", "mlp"))
-        for name, rows in zip(("user", "items", "mlp"), self.template):
-            getattr(population, name)[clients] = rows
+        saved = _blocks(population, clients)
+        _put_blocks(population, clients, self.template)
         if cold_start.kind != "none":
             apply_downloads(population, replace(cold_start, clients=clients, keep_local=0.0, user_clients=None,
                                                 user_delta=None))
@@ -63,6 +74,5 @@ class UnseenClients:
         local_train(population, batches, backbone, adapt, generator)
         metrics = evaluate(population, backbone, data, "test", settings.ks, settings.ties, settings.eval_mode,
                            clients=clients)
-        for name, rows in zip(("user", "items", "mlp"), saved):
-            getattr(population, name)[clients] = rows
+        _put_blocks(population, clients, saved)
         return metrics

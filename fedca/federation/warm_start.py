@@ -19,6 +19,7 @@ import torch
 from fedca.data.fed_data import FedData, RawIds
 from fedca.errors import FedcaError
 from fedca.federation.population import Population
+from fedca.federation.store import saved_tables
 
 TRANSFERS = ("items", "mlp", "all")
 
@@ -62,9 +63,10 @@ def apply_warm_start(population: Population, data: FedData, source: SourceState,
     shapes of source and target cannot carry them."""
     if transfer not in TRANSFERS:
         raise FedcaError(f"init.transfer={transfer!r} is not a known choice; use one of: {', '.join(TRANSFERS)}")
-    if source.items.shape[2] != population.items.shape[2]:
+    store = population.store
+    if source.items.shape[2] != store.dim:
         raise FedcaError(f"init.from_run={from_run}: latent_dim {source.items.shape[2]} there, "
-                         f"{population.items.shape[2]} here; set model.latent_dim to match")
+                         f"{store.dim} here; set model.latent_dim to match")
     if transfer in ("mlp", "all") and source.mlp.shape[1] != population.mlp.shape[1]:
         raise FedcaError(f"init.from_run={from_run}: its MLP has {source.mlp.shape[1]} parameters, this backbone "
                          f"{population.mlp.shape[1]}; use the same model or init.transfer=items")
@@ -73,21 +75,21 @@ def apply_warm_start(population: Population, data: FedData, source: SourceState,
     target_rows, source_rows = _matching_items(source, data)
     if same:
         if transfer in ("items", "all"):
-            population.items.copy_(source.items.to(population.items))
+            store.write_tables(torch.arange(store.num_clients), source.items.to(store.dtype))
         if transfer in ("mlp", "all"):
             population.mlp.copy_(source.mlp.to(population.mlp))
         if transfer == "all":
             population.user.copy_(source.user.to(population.user))
     else:
         if transfer in ("items", "all"):
-            mean_table = source.items.mean(0).to(population.items)  # [I_s, d]
-            population.items[:, target_rows.to(population.items.device)] = mean_table[source_rows].unsqueeze(0)
+            mean_table = source.items.mean(0).to(store.dtype)  # [I_s, d]
+            store.write_columns(target_rows, mean_table[source_rows])
         if transfer in ("mlp", "all"):
             population.mlp.copy_(source.mlp.mean(0).to(population.mlp).expand_as(population.mlp))
     record = {"from_run": from_run, "checkpoint": checkpoint, "transfer": transfer,
               "mode": "per_client" if same else "mean_over_source_clients",
               "items_matched": int(target_rows.numel()), "items": data.num_items}
-    return WarmStart(record=record, server_items=population.items.mean(0), server_mlp=population.mlp.mean(0))
+    return WarmStart(record=record, server_items=store.mean(), server_mlp=population.mlp.mean(0))
 
 
 def source_from_checkpoint(state: dict, from_run: str) -> SourceState:
@@ -96,5 +98,5 @@ def source_from_checkpoint(state: dict, from_run: str) -> SourceState:
     if simulation is None or "raw_item_ids" not in state:
         raise FedcaError(f"init.from_run={from_run}: the checkpoint holds no client state with item ids; "
                          f"rerun the source with this fedca version")
-    return SourceState(user=simulation["user"], items=simulation["items"], mlp=simulation["mlp"],
+    return SourceState(user=simulation["user"], items=saved_tables(simulation), mlp=simulation["mlp"],
                        raw_user_ids=state["raw_user_ids"], raw_item_ids=state["raw_item_ids"])
