@@ -40,6 +40,7 @@ TABLES = {
     "fedca_vs_fedavg": TableSpec(metrics=("test_hr@10", "test_ndcg@10"), mix_protocols=True),
     "leaderboard/strict": TableSpec(leaderboard=True),
     "protocols": TableSpec(declaration=True),
+    "stores_half": TableSpec(metrics=("test_hr@10", "test_ndcg@10", "final_test_hr@10")),
 }
 
 
