@@ -46,7 +46,7 @@ import torch
 from fedca.config.fields import declared
 from fedca.errors import FedcaError
 
-CHUNK_VALUES = 1 << 26  # values of [m, I, d] a chunked operation materialises at once (256 MB in float32)
+CHUNK_VALUES = 1 << 24  # values of [m, I, d] a chunked operation materialises at once (64 MB in float32)
 STORE_FILE = "items.store"  # the disk store's file in its folder
 
 
@@ -143,11 +143,11 @@ class DenseStore(ItemStore):
         self.table[clients.to(self.device)] = values.to(self.table.dtype)
 
     def blend_all(self, table, keep):
+        if not keep:
+            self.table.copy_(table.to(self.table.dtype).unsqueeze(0).expand_as(self.table))
+            return
         if self.table.dtype == self.dtype:
-            if keep:
-                self.table.mul_(keep).add_(table.unsqueeze(0), alpha=1 - keep)
-            else:
-                self.table.copy_(table.unsqueeze(0).expand_as(self.table))
+            self.table.mul_(keep).add_(table.unsqueeze(0), alpha=1 - keep)
             return
         for first in range(0, self.num_clients, self.chunk_size):
             chunk = torch.arange(first, min(first + self.chunk_size, self.num_clients), device=self.device)
