@@ -54,6 +54,7 @@ def _hydra_run(argv: list) -> int:
     from fedca.config.compose import check_group_choices, compose_run_config, to_run_config
     from fedca.config.paths import conf_dir
     from fedca.config.schema import register_configs
+    from fedca.federation import distributed
     from fedca.heap import keep_freed_blocks
     from fedca.results.atomic import write_json
     from fedca.run import RunInterrupted, run
@@ -80,6 +81,7 @@ def _hydra_run(argv: list) -> int:
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         try:
             run_cfg = to_run_config(cfg)
+            distributed.start()  # under torchrun: join its process group (fedca/federation/distributed.py)
             keep_freed_blocks()
             torch.set_num_threads(job_threads(run_cfg.threads, hydra_cfg.launcher if multirun else None))
             tracker = None
@@ -96,7 +98,8 @@ def _hydra_run(argv: list) -> int:
         except FedcaError as exc:
             write_json(out_dir / "status.json", {"status": "failed", "error": str(exc)})
             prefix = f"job {hydra_cfg.job.num}: " if multirun else ""
-            print(f"error: {prefix}{exc}", file=sys.stderr)
+            if distributed.requested() is None or distributed.requested().rank == 0:  # one line, not one per rank
+                print(f"error: {prefix}{exc}", file=sys.stderr)
             if not multirun:
                 sys.exit(exc.exit_code)
             return None

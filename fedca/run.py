@@ -10,6 +10,7 @@ import errno
 import json
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import asdict
@@ -28,6 +29,7 @@ from fedca.config.validate import validate
 from fedca.data.fed_data import load_fed_data
 from fedca.errors import FedcaError
 from fedca.federation.local_train import LocalSettings, choose_kernel
+from fedca.federation import distributed
 from fedca.federation.population import Population
 from fedca.federation.store import choose_store
 from fedca.federation.privacy import PrivacySettings
@@ -197,6 +199,10 @@ def run(cfg: RunConfig, out_dir: Path, tracker=None) -> dict:
     cfg = validate(cfg)
     out_dir = Path(out_dir)
     try:
+        ranks = distributed.ranks()
+        if ranks is not None and ranks.rank > 0:  # rank 0 writes the run folder; the others write a scratch one
+            with tempfile.TemporaryDirectory(prefix=f"fedca-rank{ranks.rank}-") as scratch:
+                return _run(cfg, out_dir, None, Path(scratch))
         return _tracked(cfg, out_dir, tracker)
     except (MemoryError, torch.OutOfMemoryError) as exc:
         raise FedcaError(f"out of memory ({type(exc).__name__}): lower clients_sample_ratio, batch_size or "
@@ -211,9 +217,9 @@ def run(cfg: RunConfig, out_dir: Path, tracker=None) -> dict:
 def _tracked(cfg: RunConfig, out_dir: Path, tracker) -> dict:
     """``_run``, closing the tracker's run as FINISHED, KILLED (interrupted) or FAILED."""
     if tracker is None:
-        return _run(cfg, out_dir, None)
+        return _run(cfg, out_dir, None, out_dir)
     try:
-        summary = _run(cfg, out_dir, tracker)
+        summary = _run(cfg, out_dir, tracker, out_dir)
     except BaseException as exc:
         tracker.end(out_dir, "KILLED" if isinstance(exc, (RunInterrupted, KeyboardInterrupt)) else "FAILED")
         raise
@@ -221,7 +227,9 @@ def _tracked(cfg: RunConfig, out_dir: Path, tracker) -> dict:
     return summary
 
 
-def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
+def _run(cfg: RunConfig, out_dir: Path, tracker, write_dir: Path) -> dict:
+    """The run of ``out_dir`` (its checkpoint and status are read there), writing ``write_dir``
+    (``out_dir`` itself, except on a torchrun rank other than 0)."""
     checkpoint = load_checkpoint(out_dir) if cfg.resume else None
     if checkpoint is not None and not _saved_config_agrees(moved_into_place(checkpoint["config"]), _comparable(cfg),
                                                            OmegaConf.to_container(OmegaConf.structured(RunConfig))):
@@ -236,14 +244,14 @@ def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
     kernel = choose_kernel(simulation_settings(cfg).local, backbone, device)
     aggregator = build_aggregator(cfg.agg, cfg.model.mlp_layers)
     run_id = checkpoint["run_id"] if checkpoint else uuid.uuid4().hex[:12]
-    folder = RunFolder(out_dir, run_id=run_id, protocol_columns=hashed_record(cfg))
+    folder = RunFolder(write_dir, run_id=run_id, protocol_columns=hashed_record(cfg))
     folder.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     store = choose_store(cfg.store, data.num_users, data.num_items, cfg.model.latent_dim, torch.float32,
                          type(aggregator).one_table)
     population = Population.initial(data.num_users, data.num_items, cfg.model.latent_dim, backbone,
                                     init=cfg.model.init, user_init=cfg.model.user_init,
                                     generator=generator(cfg.seed, "init"), device=device, store=store,
-                                    folder=Path(cfg.store.dir) if cfg.store.dir else out_dir)
+                                    folder=Path(cfg.store.dir) / write_dir.name if cfg.store.dir else write_dir)
     warm = _warm_start(cfg, population, data)
     simulation = Simulation(data, population, backbone, aggregator, build_schedule(cfg), simulation_settings(cfg),
                             cfg.seed, server_start=(warm.server_items, warm.server_mlp) if warm else None)
@@ -260,7 +268,7 @@ def _run(cfg: RunConfig, out_dir: Path, tracker) -> dict:
             tracker.log_round(zero)
 
     def save(name: str = CHECKPOINT) -> None:
-        save_checkpoint(out_dir, {"config": _comparable(cfg), "run_id": run_id, "rows": folder.rows,
+        save_checkpoint(write_dir, {"config": _comparable(cfg), "run_id": run_id, "rows": folder.rows,
                                   "wall_seconds": time.time() - started, "simulation": simulation.state_dict(),
                                   "raw_user_ids": data.raw_user_ids, "raw_item_ids": data.raw_item_ids}, name)
 

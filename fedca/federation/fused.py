@@ -26,6 +26,7 @@ import numba
 import numpy as np
 import torch
 
+from fedca.federation import distributed
 from fedca.federation.adam import BETA1, BETA2, EPS
 from fedca.federation.batches import EpochShuffle
 from fedca.models.backbones import NonFiniteScores
@@ -368,6 +369,28 @@ def thread_groups(cost: torch.Tensor, threads: int) -> tuple:
     return offsets.numpy(), order[grouped].numpy()
 
 
+def _exchange(mine: np.ndarray, table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor, rows: torch.Tensor,
+              totals) -> None:
+    """Give every rank what the others trained: each rank sends its clients' positions ``mine``
+    and their trained compact rows (of table [R, d], ``rows`` [n] rows per client), user
+    vectors, MLPs and totals; every rank writes the others' into its own (``distributed``)."""
+    row_owner = torch.repeat_interleave(torch.arange(rows.numel()), rows)  # [R]
+
+    def packet(positions: np.ndarray) -> dict:
+        index = torch.from_numpy(positions)
+        row_index = torch.nonzero(torch.isin(row_owner, index)).squeeze(1)
+        return {"positions": index, "row_index": row_index, "rows": table[row_index], "user": user[index],
+                "mlp": mlp[index], **{name: torch.from_numpy(getattr(totals, name)[positions])
+                                      for name in ("loss_sum", "seen", "epochs_run", "broken")}}
+
+    for theirs in distributed.all_gather(packet(mine)):
+        index = theirs["positions"]
+        table[theirs["row_index"]] = theirs["rows"]
+        user[index], mlp[index] = theirs["user"], theirs["mlp"]
+        for name in ("loss_sum", "seen", "epochs_run", "broken"):
+            getattr(totals, name)[index.numpy()] = theirs[name].numpy()
+
+
 def draw_noise(shuffle_keys: EpochShuffle, generator: torch.Generator, epochs: int) -> tuple:
     """Every epoch's shuffle noise [epochs, T] (int32), drawn as ``EpochShuffle.noise`` draws it
     epoch after epoch, and the generator state before each draw (``epochs`` states)."""
@@ -399,7 +422,10 @@ def train_round(table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor, back
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     torch_threads = torch.get_num_threads()
     numba.set_num_threads(threads)  # its first call starts numba's OpenMP pool, which resets torch's count
-    group_offsets, group_clients = thread_groups(cost, threads)
+    shard = distributed.ranks()
+    mine = np.arange(n) if shard is None else distributed.shard_of(*thread_groups(cost, shard.world), shard.rank).numpy()
+    group_offsets, group_clients = thread_groups(cost[torch.from_numpy(mine)], threads)
+    group_clients = mine[group_clients]
     dtype = torch.empty(0, dtype=table.dtype).numpy().dtype
     hyper = np.array([BETA1, BETA2, EPS, 1 - BETA1, 1 - BETA2, 1.0, 1e-12, -100.0], dtype)  # in *_AT order
     params = Params(table.numpy(), np.zeros(tuple(table.shape), dtype), np.zeros(tuple(table.shape), dtype),
@@ -421,6 +447,8 @@ def train_round(table: torch.Tensor, user: torch.Tensor, mlp: torch.Tensor, back
                      int(batches.sizes.max()) if n else 0, width)
     finally:
         torch.set_num_threads(torch_threads)
+    if shard is not None:
+        _exchange(mine, table, user, mlp, rows, totals)
     if totals.broken.any():
         raise NonFiniteScores(int(totals.broken.sum()))
     used = int(totals.epochs_run.max()) if n else 0

@@ -43,6 +43,8 @@ from fedca.federation.population import Population
 from fedca.federation.pull import AnchorPull
 from fedca.models.backbones import BACKBONES, Backbone, ItemGrads
 
+from fedca.federation import distributed
+
 try:
     from fedca.federation import fused
 except ImportError:  # numba missing or unusable here: only the torch kernel runs
@@ -515,7 +517,11 @@ def local_train(population: Population, batches: RoundBatches, backbone: Backbon
     pull = None if anchors is None else AnchorPull(anchors, store, clients, row_owner, row_items, table, mlp)
     proximal_rows = None if proximal is None else ProximalRows(proximal, row_owner, row_items, table, n)
     instance_rows = instance_rows.to(device)
-    if choose_kernel(settings, backbone, device) == "numba":
+    kernel = choose_kernel(settings, backbone, device)
+    if kernel != "numba" and distributed.ranks() is not None:
+        raise FedcaError("a run across torchrun ranks shards the compiled kernel's local training (kernel=numba: "
+                         "model=fcf or ncf with Adam on the CPU); run this one in a single process")
+    if kernel == "numba":
         loss_sum, seen, epochs_run = fused.train_round(table, user, mlp, backbone, batches, row_offsets,
                                                        instance_rows, settings, shuffle, pull)
     else:

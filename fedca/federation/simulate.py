@@ -9,6 +9,7 @@ import torch
 from fedca.aggregators.base import USER_VECTORS, Aggregator, Downloads, RoundContext, Uploads
 from fedca.data.fed_data import FedData
 from fedca.errors import FedcaError
+from fedca.federation import distributed
 from fedca.federation.batches import build_round
 from fedca.federation.evaluate import evaluate, user_metrics
 from fedca.federation.local_train import LocalSettings, local_train
@@ -80,6 +81,7 @@ class Simulation:
         eligible = torch.ones(data.num_users, dtype=torch.bool)
         eligible[held_out] = False
         self.training_clients = torch.nonzero(eligible).squeeze(1)  # [N - h]
+        distributed.check_clients(self.training_clients.numel())
         self.cold_start = Downloads(kind="none")
         self.test_users: Optional[UserMetrics] = None  # per-user test metrics of the latest evaluation
 

@@ -24,7 +24,7 @@ Stores (``store=``, ``StoreConfig``):
 - ``dense``: one ``[N, I, d]`` tensor in the compute dtype; the exact reference.
 - ``half``: one ``[N, I, d]`` bfloat16 tensor, computed in the compute dtype: half the memory;
   every write rounds to bfloat16, so numbers move (how far: the README's store table).
-- ``disk``: the dense layout in a memory-mapped file (``store.dir``, else the run folder); exact;
+- ``disk``: the dense layout in a memory-mapped file (under ``store.dir``, else in the run folder); exact;
   the operating system keeps in memory only the pages a step touches.
 - ``global``: one server table ``[I, d]`` plus, per client, the rows that differ from it (sorted
   ``client * I + item`` keys and their values). For methods whose download replaces every
@@ -58,7 +58,8 @@ class StoreConfig:
                          choices=("dense", "half", "disk", "global", "auto"))
     budget_gb: float = declared(0.0, "memory the client tables may take (0: half the physical memory)",
                                 range="[0, inf)")
-    dir: Optional[str] = declared(None, "folder of the disk store's file (null: the run folder)")
+    dir: Optional[str] = declared(None, "folder for the disk store's file, in a subfolder named as the run folder "
+                                        "(null: the run folder itself)")
 
 
 class ItemStore(ABC):
