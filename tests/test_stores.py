@@ -202,3 +202,19 @@ def test_the_summary_names_the_store_auto_picked(tiny_dataset, fedca_cache, tmp_
     summary = _summary([*tiny_dataset, "agg=composite", "rounds=1", "local_epochs=1", "store=auto"], tmp_path)
     assert summary["store"] == "dense"
     assert json.loads((tmp_path / "summary.json").read_text())["store"] == "dense"
+
+
+@pytest.mark.parametrize("agg,store", [("fedavg", "global"), ("fedavg", "disk"), ("fedavg", "half"),
+                                       ("composite", "disk"), ("composite", "half"), ("pfedgraph", "disk")])
+def test_the_torch_kernel_runs_on_every_store(tiny_dataset, fedca_cache, tmp_path, agg, store):
+    # the batched torch path (GPUs, kernel=torch) reads and writes the tables only through the store
+    base = [*tiny_dataset, f"agg={agg}", "rounds=2", "local_epochs=2", "kernel=torch"]
+    dense, other = _summary(base, tmp_path / "dense"), _summary([*base, f"store={store}"], tmp_path / store)
+    assert other["kernel"] == "torch" and other["store"] == store
+    for metric, value in dense["final"]["test"].items():
+        if store == "half":  # bfloat16 tables: at most one of the 60 users may flip (measured: none)
+            assert abs(other["final"]["test"][metric] - value) <= 1 / 60 + 1e-12
+        elif store == "disk":
+            assert other["final"]["test"][metric] == value
+        else:
+            assert abs(other["final"]["test"][metric] - value) <= 1e-6
