@@ -93,6 +93,7 @@ MODULES = {
     "privacy": Module("fedca/federation/privacy.py", ("tests/test_math_privacy.py",)),
     "adam": Module("fedca/federation/adam.py", ("tests/test_math_adam.py",)),
     "pull": Module("fedca/federation/pull.py", ("tests/test_math_pull.py",)),
+    "store": Module("fedca/federation/store.py", ("tests/test_math_store.py",)),
     "backbones": Module("fedca/models/backbones.py", ("tests/test_backbones.py", "tests/test_math_backbones.py")),
     "fedavg": Module("fedca/aggregators/fedavg.py", ("tests/test_math_baselines.py",)),
     "fedper": Module("fedca/aggregators/fedper.py", ("tests/test_math_baselines.py",

@@ -306,3 +306,39 @@ def test_chunked_sparse_step_equals_the_dense_formula(monkeypatch, dtype, rows, 
             # sum_j |a32_ij - a_ij| |x_jk|
             bound = (counts[:, None] + 2) * U32 * (graph32 @ sizes) + moved @ sizes
             assert (np.abs(got - want) <= bound).all()
+
+
+def _mixing_case(n=40, clients=50):
+    """A graph with sparse rows (3 nonzeros of 40: the embedding_bag path), one all-zero row, and
+    dense rows (every entry: the matrix-product path); norms, targets and sources of widths 37
+    and 1 (float64), plus a source of width 0."""
+    gen = torch.Generator().manual_seed(7)
+    graph = torch.zeros(n, n, dtype=torch.float64)
+    for row in range(30):
+        graph[row, torch.randperm(n, generator=gen)[:3]] = torch.rand(3, generator=gen, dtype=torch.float64)
+    graph[5] = 0.0
+    graph[30:] = torch.rand(n - 30, n, generator=gen, dtype=torch.float64)
+    norms = torch.rand(n, generator=gen, dtype=torch.float64) + 0.5
+    targets = torch.randperm(clients, generator=gen)[:n]
+    sources = [torch.randn(n, width, generator=gen, dtype=torch.float64) for width in (37, 1, 0)]
+    return graph, norms, targets, sources
+
+
+@pytest.mark.parametrize("tile_bytes,chunk_bytes", [(None, None), (3 * 40 * 8, 5 * (2 * 37 + 2 * 40) * 8)])
+def test_mix_of_sparse_and_dense_rows_equals_the_plain_products(monkeypatch, tile_bytes, chunk_bytes):
+    # small tiles (3 columns) and chunks (5 dense rows) make both paths step through their loops
+    if tile_bytes is not None:
+        monkeypatch.setattr(module, "TILE_BYTES", tile_bytes)
+        monkeypatch.setattr(module, "CHUNK_BYTES", chunk_bytes)
+    graph, norms, targets, sources = _mixing_case()
+    assert ((graph != 0).sum(1) <= module.DENSE_SHARE * 40).sum() == 30  # both paths are taken
+    outputs = [(x, torch.full_like(x, float("nan")), torch.full((50, x.shape[1]), -7.0, dtype=torch.float64))
+               for x in sources]
+    module.mix(graph, norms, targets, outputs)
+    a, scaled = graph.numpy(), (graph / norms.unsqueeze(0)).numpy()
+    untouched = np.setdiff1d(np.arange(50), targets.numpy())
+    for x, blocks, anchors in outputs:
+        # float64; embedding_bag and the matrix product add in other orders than numpy: 1e-14
+        np.testing.assert_allclose(blocks.numpy(), a @ x.numpy(), rtol=0, atol=1e-14)
+        np.testing.assert_allclose(anchors.numpy()[targets.numpy()], scaled @ x.numpy(), rtol=0, atol=1e-14)
+        assert (anchors.numpy()[untouched] == -7.0).all()  # clients outside targets keep their anchors
