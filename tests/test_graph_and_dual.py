@@ -16,12 +16,13 @@ from fedca.federation.local_train import Step, local_train
 from fedca.federation.pull import AnchorPull
 from fedca.federation.population import Population
 from fedca.federation.merge import apply_downloads
+from fedca.federation.store import DenseStore
 from fedca.models.backbones import build_backbone
 from fedca.run import simulation_settings
 from fedca.seeding import generator
 
 from qp_reference import slsqp_simplex_qp
-from fedca.federation.store import DenseStore
+
 
 def _participants(tables):
     """(store, clients) for AnchorPull: participants 0..n-1 holding ``tables`` [n, I, d]."""

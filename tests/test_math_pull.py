@@ -10,15 +10,20 @@ scale = sign * strength = -1 * 0.5.
 
 from types import SimpleNamespace
 
+import numpy as np
+import pytest
 import torch
 
+import fedca.federation.store as store_module
 from fedca.aggregators.base import Anchors
 from fedca.federation.pull import AnchorPull
 from fedca.federation.store import DenseStore
 
+
 def _participants(tables):
     """(store, clients) for AnchorPull: participants 0..n-1 holding ``tables`` [n, I, d]."""
     return DenseStore(tables), torch.arange(tables.shape[0])
+
 
 FULL_ITEMS = torch.tensor([[[2.0], [4.0]], [[0.0], [3.0]]], dtype=torch.float64)  # [n, I, d]
 MLP = torch.tensor([[4.0], [4.0]], dtype=torch.float64)  # [n, P]
@@ -132,3 +137,24 @@ def test_float64_anchors_are_cast_to_a_float32_model():
     # ulp of 0.2 (1.5e-8 each)
     torch.testing.assert_close(table_grad[:, 0], torch.tensor(ROW_GRADS, **to32), rtol=0, atol=1e-7)
     torch.testing.assert_close(mlp_grad[:, 0], torch.tensor(MLP_GRADS, **to32), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("chunk_clients", [None, 1])
+def test_the_untrained_rows_constants_are_the_whole_blocks_minus_the_compact_rows(monkeypatch, chunk_clients):
+    # random float64 blocks, read from the store one client at a time or all at once
+    if chunk_clients is not None:
+        monkeypatch.setattr(store_module, "CHUNK_VALUES", chunk_clients * 9 * 4)
+    gen = torch.Generator().manual_seed(11)
+    full = torch.randn(3, 9, 4, generator=gen, dtype=torch.float64)
+    kappa = Anchors(items=torch.randn(3, 9, 4, generator=gen, dtype=torch.float64),
+                    mlp=torch.randn(3, 2, generator=gen, dtype=torch.float64), strength=0.5, sign=-1)
+    row_owner, row_items = torch.tensor([0, 1, 1, 2]), torch.tensor([3, 0, 8, 5])
+    table = full[row_owner, row_items].clone()
+    pull = AnchorPull(kappa, *_participants(full), row_owner, row_items, table, torch.zeros(3, 2, dtype=torch.float64))
+    blocks, anchors = full.reshape(3, -1).numpy(), kappa.items.reshape(3, -1).numpy()
+    trained = np.zeros((3, 9), dtype=bool)
+    trained[row_owner.numpy(), row_items.numpy()] = True
+    rest = np.repeat(~trained, 4, axis=1)  # [3, 36]: the entries of rows outside the compact table
+    # float64 sums in other orders than numpy's: 1e-13
+    np.testing.assert_allclose(pull.rest_dot.numpy(), (anchors * blocks * rest).sum(1), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(pull.rest_sq.numpy(), (blocks * blocks * rest).sum(1), rtol=0, atol=1e-13)
