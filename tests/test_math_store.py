@@ -151,3 +151,17 @@ def test_auto_takes_global_for_one_table_methods_else_dense_until_the_budget_the
                         one_table=False) == "disk"
     with pytest.raises(FedcaError, match="store=global holds one table"):
         choose_store(StoreConfig(name="global"), 10, 10, 4, torch.float32, one_table=False)
+
+
+def test_a_store_that_cannot_fit_stops_with_one_line_naming_the_setting(tmp_path):
+    # 10^9 clients x 10^5 items x 16 float32 values: 6 PB, more than any memory or disk here
+    with pytest.raises(FedcaError, match=r"store=dense needs .* GiB .* use store=disk, half or global"):
+        choose_store(StoreConfig(name="dense"), 10 ** 9, 10 ** 5, 16, torch.float32, one_table=False)
+    with pytest.raises(FedcaError, match=r"store=disk needs .* GiB .* free: set store.dir to a bigger disk"):
+        build_store("disk", torch.zeros(10 ** 5, 16), 10 ** 9, tmp_path)
+    assert not (tmp_path / "items.store").exists()  # refused before the file was made
+    physical = 2 * budget_bytes(StoreConfig())
+    fits = physical // (1 * 16 * 4)  # clients whose tables take exactly the machine's memory
+    assert choose_store(StoreConfig(name="dense"), fits, 1, 16, torch.float32, one_table=False) == "dense"
+    with pytest.raises(FedcaError, match="store=dense needs"):
+        choose_store(StoreConfig(name="dense"), fits + 1, 1, 16, torch.float32, one_table=False)

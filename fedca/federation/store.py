@@ -35,6 +35,7 @@ Stores (``store=``, ``StoreConfig``):
 """
 
 import os
+import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,11 @@ class DiskStore(DenseStore):
                              "device=cuda")
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / STORE_FILE
+        needed, free = table.numel() * table.element_size(), shutil.disk_usage(folder).free
+        if needed > free:
+            raise FedcaError(f"store=disk needs {needed / 2 ** 30:.1f} GiB for the client tables in {folder}, which has "
+                             f"{free / 2 ** 30:.1f} GiB free: set store.dir to a bigger disk, or use store=half "
+                             f"(half the size) or store=global (one-table methods)")
         dtype = torch.empty(0, dtype=table.dtype).numpy().dtype
         self._mapped = np.memmap(self.path, dtype=dtype, mode="w+", shape=tuple(table.shape))  # keeps the map alive
         mapped_table = torch.from_numpy(self._mapped)
@@ -332,11 +338,15 @@ def choose_store(cfg: StoreConfig, num_clients: int, num_items: int, dim: int, d
     if cfg.name == "global" and not one_table:
         raise FedcaError("store=global holds one table for every client, but this method's clients keep tables "
                          "of their own: use store=dense, disk or half")
+    needed, budget = table_bytes(num_clients, num_items, dim, dtype), budget_bytes(cfg)
+    if cfg.name == "dense" and needed > 2 * budget_bytes(StoreConfig()):
+        raise FedcaError(f"store=dense needs {needed / 2 ** 30:.1f} GiB for the client tables, more than this "
+                         f"machine's memory: use store=disk, half or global (store=auto picks one that fits)")
     if cfg.name != "auto":
         return cfg.name
     if one_table:
         return "global"
-    return "dense" if table_bytes(num_clients, num_items, dim, dtype) <= budget_bytes(cfg) else "disk"
+    return "dense" if needed <= budget else "disk"
 
 
 def build_store(name: str, table: torch.Tensor, num_clients: int, folder: Path) -> ItemStore:
