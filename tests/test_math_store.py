@@ -1,6 +1,7 @@
 """Client stores' operations (fedca/federation/store.py) against a plain [N, I, d] tensor operated
 on with indexing, their state round trips and store=auto's pick (the fast tests mutation testing runs)."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 
 import fedca.federation.store as store_module
 from fedca.errors import FedcaError
-from fedca.federation.store import StoreConfig, budget_bytes, build_store, choose_store, saved_tables, table_bytes
+from fedca.federation.store import (StoreConfig, budget_bytes, build_store, check_disk_space, choose_store,
+                                    saved_tables, table_bytes)
 
 N, I, D = 7, 11, 3
 
@@ -160,6 +162,10 @@ def test_a_store_that_cannot_fit_stops_with_one_line_naming_the_setting(tmp_path
     with pytest.raises(FedcaError, match=r"store=disk needs .* GiB .* free: set store.dir to a bigger disk"):
         build_store("disk", torch.zeros(10 ** 5, 16), 10 ** 9, tmp_path)
     assert not (tmp_path / "items.store").exists()  # refused before the file was made
+    # the check itself on twice the free disk (called directly: a store that skipped it would fill the disk)
+    with pytest.raises(FedcaError, match="store=disk needs"):
+        check_disk_space(2 * shutil.disk_usage(tmp_path).free, tmp_path)
+    check_disk_space(1 << 20, tmp_path)
     physical = 2 * budget_bytes(StoreConfig())
     fits = physical // (1 * 16 * 4)  # clients whose tables take exactly the machine's memory
     assert choose_store(StoreConfig(name="dense"), fits, 1, 16, torch.float32, one_table=False) == "dense"

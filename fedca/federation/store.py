@@ -206,11 +206,7 @@ class DiskStore(DenseStore):
                              "device=cuda")
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / STORE_FILE
-        needed, free = table.numel() * table.element_size(), shutil.disk_usage(folder).free
-        if needed > free:
-            raise FedcaError(f"store=disk needs {needed / 2 ** 30:.1f} GiB for the client tables in {folder}, which has "
-                             f"{free / 2 ** 30:.1f} GiB free: set store.dir to a bigger disk, or use store=half "
-                             f"(half the size) or store=global (one-table methods)")
+        check_disk_space(table.numel() * table.element_size(), folder)
         dtype = torch.empty(0, dtype=table.dtype).numpy().dtype
         self._mapped = np.memmap(self.path, dtype=dtype, mode="w+", shape=tuple(table.shape))  # keeps the map alive
         mapped_table = torch.from_numpy(self._mapped)
@@ -306,6 +302,15 @@ class GlobalStore(ItemStore):
 
     def load_state(self, state):
         self.server, self.keys, self.values = (state[name].to(self.device) for name in ("server", "keys", "values"))
+
+
+def check_disk_space(needed: int, folder: Path) -> None:
+    """FedcaError naming the setting to change when ``needed`` bytes exceed ``folder``'s free disk."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise FedcaError(f"store=disk needs {needed / 2 ** 30:.1f} GiB for the client tables in {folder}, which has "
+                         f"{free / 2 ** 30:.1f} GiB free: set store.dir to a bigger disk, or use store=half "
+                         f"(half the size) or store=global (one-table methods)")
 
 
 def saved_tables(state: dict) -> torch.Tensor:
