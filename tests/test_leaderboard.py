@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats
 
 from fedca.cli import main
@@ -162,6 +163,15 @@ def test_the_rerun_config_must_be_the_best_trials(finished):
     check_rerun_is_the_trial(cfg, cell, {**best, "trial": trial.name})
     with pytest.raises(FedcaError, match="differs from the best trial's in model"):
         check_rerun_is_the_trial(cfg, cell, {**best, "trial": trial.name, "params": []})
+    # a trial run before a field existed (here: store) agrees while the rerun keeps its default
+    older = tune_dir(cfg, cell) / "older-trial"
+    older.mkdir(exist_ok=True)
+    saved = yaml.safe_load((trial / "config.yaml").read_text())
+    del saved["store"]
+    (older / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_rerun_is_the_trial(cfg, cell, {**best, "trial": older.name})
+    with pytest.raises(FedcaError, match="differs from the best trial's in store"):
+        check_rerun_is_the_trial(cfg, cell, {**best, "trial": older.name, "params": [*best["params"], "store=half"]})
 
 
 def _ledger_with(tmp_path, baseline_hr, method_hr, seeds=(0, 1, 2)):

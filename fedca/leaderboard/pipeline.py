@@ -45,6 +45,7 @@ from omegaconf import OmegaConf
 
 from fedca.config.moved import moved_into_place
 from fedca.config.compose import compose_run_config
+from fedca.config.schema import RunConfig
 from fedca.errors import FedcaError
 from fedca.leaderboard.config import LeaderboardConfig
 from fedca.leaderboard.ledger import PER_USER_METRIC, Ledger
@@ -136,14 +137,17 @@ def best_of_study(cfg: LeaderboardConfig, cell: Cell) -> dict:
 def check_rerun_is_the_trial(cfg: LeaderboardConfig, cell: Cell, best: dict) -> None:
     """FedcaError unless the rerun config of the tuning protocol on ``tune_seed`` is the best
     trial's config (execution-only fields aside; keys that moved since the trial ran are read at
-    their new place)."""
+    their new place; a field added to fedca since then agrees while the rerun leaves it at its
+    default, as the older code behaved)."""
     folder = tune_dir(cfg, cell)
     trial = moved_into_place(yaml.safe_load((folder / best["trial"] / "config.yaml").read_text()))
     with _COMPOSING:
         composed = compose_run_config([*rerun_overrides(cfg, cell, best, cfg.tune_protocol), f"seed={cfg.tune_seed}"])
     rerun = OmegaConf.to_container(OmegaConf.structured(composed))
+    defaults = OmegaConf.to_container(OmegaConf.structured(RunConfig))
+    added = {key for key in set(rerun) - set(trial) if rerun[key] == defaults.get(key)}  # newer fields, at their default
     differing = sorted(key for key in set(trial) | set(rerun) if key not in RESUMABLE_DIFFERENCES
-                       and trial.get(key) != rerun.get(key))
+                       and key not in added and trial.get(key) != rerun.get(key))
     if differing:
         raise FedcaError(f"{cell.dataset}/{cell.method}: the rerun config differs from the best trial's in "
                          f"{', '.join(differing)}; the preset's overrides do not reproduce the search")
