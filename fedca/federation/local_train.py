@@ -37,13 +37,12 @@ import torch
 
 from fedca.aggregators.base import Anchors, Proximal
 from fedca.errors import FedcaError
+from fedca.federation import distributed
 from fedca.federation.adam import RowAdam
 from fedca.federation.batches import EpochShuffle, RoundBatches
 from fedca.federation.population import Population
 from fedca.federation.pull import AnchorPull
 from fedca.models.backbones import BACKBONES, Backbone, ItemGrads
-
-from fedca.federation import distributed
 
 try:
     from fedca.federation import fused
